@@ -1,0 +1,3 @@
+from inboxlab.cli import main
+
+main()
