@@ -63,7 +63,10 @@ def _fail(message: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="inboxlab")
+        result = app(args=argv, standalone_mode=False, prog_name="inboxlab")
+        # without standalone mode, click returns a command's typer.Exit code instead of exiting
+        if isinstance(result, int) and result != 0:
+            sys.exit(result)
     except InboxlabError as exc:
         _fail(str(exc), exc.exit_code)
     except cx.NoArgsIsHelpError as exc:

@@ -80,6 +80,24 @@ class BreakerSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AutomationSpec:
+    """How response-driven automation recovers (added for the core; all optional).
+
+    After a rule's effect has held for its ``duration_s`` the pool x provider ramps back
+    by ``recovery_step`` of the shaped rate every ``recovery_step_s`` (additive increase,
+    never a cliff). ``pause_pool_s`` is the suspension used for a ``pause_pool`` verdict
+    whose rule names no effect. Retries deferred by a suspension are spread uniformly
+    over ``resume_spread_s`` after it ends, so no standing wave forms.
+    """
+
+    recovery_step: float = 0.1
+    recovery_step_s: float = 300.0
+    default_duration_s: float = 3600.0
+    pause_pool_s: float = 900.0
+    resume_spread_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WarmupPlan:
     """Daily caps per provider per IP for a new IP, by day of warmup (day 0 first).
 
@@ -131,3 +149,4 @@ class PolicyParams:
     breaker: BreakerSpec = field(default_factory=BreakerSpec)
     warmups: dict[str, WarmupPlan] = field(default_factory=dict)
     routes: tuple[RouteConstraint, ...] = ()
+    automation: AutomationSpec = field(default_factory=AutomationSpec)
