@@ -22,6 +22,7 @@ from engine.config.models import (
 from engine.config.shaping import Layer, ResolvedShaping, builtin_layer, layer_shaping
 from engine.errors import InputError
 from engine.policy.params import (
+    AutomationSpec,
     BreakerSpec,
     BucketSpec,
     LaneSpec,
@@ -225,6 +226,13 @@ class LabConfig:
                 additive_increase=policy.breaker.additive_increase,
                 multiplicative_decrease=policy.breaker.multiplicative_decrease,
                 step_s=policy.breaker.step,
+            ),
+            automation=AutomationSpec(
+                recovery_step=policy.automation.recovery_step,
+                recovery_step_s=policy.automation.recovery_step_interval,
+                default_duration_s=policy.automation.default_duration,
+                pause_pool_s=policy.automation.pause_pool,
+                resume_spread_s=policy.automation.resume_spread,
             ),
             warmups={
                 name: WarmupPlan(

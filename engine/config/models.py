@@ -282,6 +282,16 @@ class BreakerModel(_Model):
     step: PositiveDuration = 300.0
 
 
+class AutomationModel(_Model):
+    """How response-driven automation recovers (see ``engine.policy.params.AutomationSpec``)."""
+
+    recovery_step: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    recovery_step_interval: PositiveDuration = 300.0
+    default_duration: PositiveDuration = 3600.0
+    pause_pool: PositiveDuration = 900.0
+    resume_spread: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 600.0
+
+
 class WarmupModel(_Model):
     """A warmup plan: daily caps per provider per IP (``"*"`` = any other provider)."""
 
@@ -298,6 +308,7 @@ class PolicyModel(_Model):
     description: str = ""
     lanes: dict[Lane, LaneModel]
     breaker: BreakerModel = BreakerModel()
+    automation: AutomationModel = AutomationModel()
     warmup_default: str | None = None
     warmup: dict[str, WarmupModel] = {}
     shaping: ShapingModel = ShapingModel()

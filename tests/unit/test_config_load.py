@@ -97,6 +97,8 @@ def test_policy_params_resolve_the_default_and_a_pool_policy() -> None:
     assert default.tenant_buckets["acme"].rate == 200.0
     assert default.domain_buckets["mail.acme.example"].burst == 500
     assert set(default.warmups) == {"conservative", "aggressive"}
+    assert default.automation.recovery_step_s == 300 and default.automation.resume_spread_s == 600
+    assert default.automation.pause_pool_s == 900
 
     warm = lab.policy_params("mkt-b", PROFILES)
     assert warm.version == "warmup-conservative-v1"
