@@ -1,0 +1,1 @@
+"""The sandbox: provider models (``sim.providers``) behind real SMTP servers on loopback."""

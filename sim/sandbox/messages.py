@@ -1,0 +1,154 @@
+"""What the sandbox reads from a message and the reports it writes back.
+
+Owns ``message_facts`` (DKIM verification with dkimpy against the config's key records,
+never real DNS; SPF from the config's records; Message-ID, From domain, link domains,
+lane) and the builders of an RFC 5965 ARF complaint and an RFC 3464 DSN. Pure
+functions over bytes; no sockets.
+
+Lane: taken from an ``X-Inboxlab-Lane`` header when present; otherwise mail with a
+``List-Unsubscribe`` header counts as lifecycle and other mail as transactional.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import formatdate, parseaddr
+
+import dkim
+
+from sim.providers.facts import Consequence, MessageFacts
+
+_LINK = re.compile(rb"https?://([A-Za-z0-9.-]+)", re.IGNORECASE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_PARSER = BytesHeaderParser(policy=compat32)
+
+
+def split_message(data: bytes) -> tuple[bytes, bytes]:
+    m = _HEADER_END.search(data)
+    return (data, b"") if m is None else (data[: m.start()], data[m.end():])
+
+
+def dkim_domain(data: bytes, keys: Mapping[str, str]) -> str | None:
+    """d= of the first DKIM signature that verifies against ``keys``, else None."""
+    if b"dkim-signature" not in data[:65536].lower():
+        return None
+
+    def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
+        text = name.decode() if isinstance(name, bytes) else name
+        record = keys.get(text.lower().rstrip("."))
+        return record.encode() if record is not None else None
+
+    try:
+        d = dkim.DKIM(data, minkey=1024)
+        if d.verify(dnsfunc=dnsfunc):
+            domain = d.domain
+            return domain.decode().lower() if isinstance(domain, bytes) else str(domain).lower()
+    except Exception:  # any malformed signature simply fails verification
+        return None
+    return None
+
+
+def spf_result(mail_from: str, source_ip: str, records: Mapping[str, tuple[str, ...]]) -> bool:
+    """True when the MAIL FROM domain lists ``source_ip`` in the config's SPF records."""
+    domain = mail_from.rsplit("@", 1)[1].lower() if "@" in mail_from else ""
+    ips = records.get(domain)
+    return ips is not None and source_ip in ips
+
+
+def message_facts(
+    data: bytes, *, mail_from: str, recipients: tuple[str, ...], source_ip: str,
+    dkim_keys: Mapping[str, str], spf: Mapping[str, tuple[str, ...]], ref: str = "",
+) -> MessageFacts:
+    head, body = split_message(data)
+    headers = _PARSER.parsebytes(head + b"\r\n\r\n")
+    lane = (headers.get("X-Inboxlab-Lane") or "").strip().lower()
+    if lane not in ("transactional", "lifecycle", "prospecting"):
+        lane = "lifecycle" if headers.get("List-Unsubscribe") else "transactional"
+    from_addr = parseaddr(str(headers.get("From", "")))[1]
+    links = tuple(dict.fromkeys(m.group(1).decode().lower().rstrip(".")
+                                for m in _LINK.finditer(body[:65536])))
+    spf_domain = mail_from.rsplit("@", 1)[1].lower() if "@" in mail_from else None
+    return MessageFacts(
+        mail_from=mail_from,
+        recipients=recipients,
+        message_id=str(headers.get("Message-ID", "") or "").strip(),
+        dkim_domain=dkim_domain(data, dkim_keys) if dkim_keys else None,
+        spf_domain=spf_domain,
+        spf_pass=spf_result(mail_from, source_ip, spf),
+        from_domain=from_addr.rsplit("@", 1)[1].lower() if "@" in from_addr else "",
+        link_domains=links[:16],
+        lane=lane,
+        size=len(data),
+        ref=ref,
+    )
+
+
+def _boundary() -> str:
+    return f"=_inboxlab_{uuid.uuid4().hex}"
+
+
+def _headers_only(original: bytes) -> bytes:
+    head, _ = split_message(original)
+    return head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
+
+
+def build_arf(c: Consequence, original: bytes, *, reporter: str, to: str, provider_host: str) -> bytes:
+    """An RFC 5965 abuse report (multipart/report; report-type=feedback-report)."""
+    b = _boundary()
+    date = formatdate(time.time(), usegmt=True)
+    report = (
+        "Feedback-Type: abuse\r\n"
+        "User-Agent: inboxlab-sandbox/1.0\r\n"
+        "Version: 1\r\n"
+        f"Original-Mail-From: <{c.mail_from}>\r\n"
+        f"Original-Rcpt-To: <{c.recipient}>\r\n"
+        f"Arrival-Date: {formatdate(c.at, usegmt=True)}\r\n"
+        f"Reporting-MTA: dns; {provider_host}\r\n"
+        f"Source-IP: {c.source_ip}\r\n"
+        + (f"Reported-Domain: {c.dkim_domain}\r\n" if c.dkim_domain else "")
+    )
+    parts = [
+        f"From: <{reporter}>\r\nTo: <{to}>\r\nDate: {date}\r\n"
+        f"Subject: Abuse report for a message from {c.mail_from}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@{provider_host}>\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=feedback-report; boundary="{b}"\r\n\r\n'
+        "This is a multi-part message in MIME format.\r\n\r\n",
+        f"--{b}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"This is an email abuse report for a message received from IP {c.source_ip}.\r\n\r\n",
+        f"--{b}\r\nContent-Type: message/feedback-report\r\n\r\n{report}\r\n",
+        f"--{b}\r\nContent-Type: text/rfc822-headers\r\n\r\n",
+    ]
+    return "".join(parts).encode() + _headers_only(original) + f"\r\n--{b}--\r\n".encode()
+
+
+def build_dsn(c: Consequence, original: bytes, *, reporter: str, to: str, provider_host: str) -> bytes:
+    """An RFC 3464 delivery status notification for a failed recipient."""
+    b = _boundary()
+    date = formatdate(time.time(), usegmt=True)
+    code = c.text.split(" ", 1)[0] if c.text else "550"
+    status = c.status or "5.0.0"
+    parts = [
+        f"From: Mail Delivery Subsystem <{reporter}>\r\nTo: <{to}>\r\nDate: {date}\r\n"
+        "Subject: Delivery Status Notification (Failure)\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@{provider_host}>\r\nAuto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{b}"\r\n\r\n',
+        f"--{b}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"Your message to {c.recipient} could not be delivered.\r\n\r\n{c.text}\r\n\r\n",
+        f"--{b}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; {provider_host}\r\n"
+        f"Arrival-Date: {formatdate(c.at, usegmt=True)}\r\n\r\n"
+        f"Final-Recipient: rfc822; {c.recipient}\r\n"
+        "Action: failed\r\n"
+        f"Status: {status}\r\n"
+        f"Remote-MTA: dns; {provider_host}\r\n"
+        f"Diagnostic-Code: smtp; {c.text or code}\r\n"
+        f"Last-Attempt-Date: {date}\r\n\r\n",
+        f"--{b}\r\nContent-Type: text/rfc822-headers\r\n\r\n",
+    ]
+    return "".join(parts).encode() + _headers_only(original) + f"\r\n--{b}--\r\n".encode()

@@ -1,0 +1,484 @@
+"""The sandbox: provider models behind real aiosmtpd servers on loopback.
+
+Owns ``Sandbox`` (one SMTP server per provider in one asyncio loop), ``SandboxThread``
+(the same in a background thread, for synchronous callers and tests), the per-connection
+protocol ``ModelSMTP`` and the handler that asks the ``ProviderModel`` for every reply.
+The peer address of a connection is the source IP the model sees (clients bind
+127.0.0.x). Model time is ``start + elapsed_real * time_scale``.
+
+Writes, under ``HOME/sandbox/``: accepted mail as ``<provider>/<mailbox>/<n>.eml``,
+``events.jsonl`` (``engine.events.Event`` rows, source "sandbox"), ``stats.json`` and, on
+stop, ``events.parquet`` when ``engine.eventio`` is available. Sends ARF complaints and
+RFC 3464 DSNs by SMTP (aiosmtplib) to the configured feedback address when the model's
+delay has passed. Client input never crashes a server: every hook is guarded.
+Must not contain provider behaviour: that lives in ``sim.providers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
+
+from engine.events import Event
+from sim.providers.facts import Consequence, Reply
+from sim.providers.facts import Session as ModelSession
+from sim.providers.model import ProviderModel
+from sim.sandbox.config import ProviderServer, SandboxConfig
+from sim.sandbox.messages import build_arf, build_dsn, message_facts
+
+log = logging.getLogger("inboxlab.sandbox")
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)
+_SAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+class Clock:
+    """Model time from the monotonic clock, compressed by ``scale``."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.epoch = time.time()
+        self.mono = time.monotonic()
+
+    def now(self) -> float:
+        return self.epoch + (time.monotonic() - self.mono) * self.scale
+
+    def elapsed_real(self) -> float:
+        return time.monotonic() - self.mono
+
+    def real_delay(self, model_seconds: float) -> float:
+        return max(0.0, model_seconds / self.scale)
+
+
+class EventLog:
+    """Buffered JSON lines of ``Event`` rows; keeps the events for a Parquet export."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.fh = path.open("a", encoding="utf-8")
+        self.events: list[Event] = []
+        self.seq = 0
+
+    def emit(self, **fields: Any) -> None:
+        self.seq += 1
+        try:
+            ev = Event(source="sandbox", run_id=self.run_id, seq=self.seq, **fields)
+        except ValueError as exc:  # never let a bad field kill a session
+            log.warning("dropped event: %s", exc)
+            return
+        self.events.append(ev)
+        row = ev.to_row()
+        row["ts"] = ev.ts
+        self.fh.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class Provider:
+    """One provider's runtime: model, clock, faults, store, counters."""
+
+    def __init__(self, spec: ProviderServer, sandbox: Sandbox) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.sandbox = sandbox
+        cfg = sandbox.config
+        import numpy as np
+
+        self.model = ProviderModel(
+            spec.params, np.random.default_rng([cfg.seed, _stable(spec.name)]),
+            start=sandbox.clock.now(),
+        )
+        for ip, days in spec.ip_ages.items():
+            self.model.set_ip_age(ip, days, sandbox.clock.now())
+        for nb in spec.listed:
+            self.model.list_netblock(nb, float("inf"))
+        self.faults = random.Random(f"{spec.faults.seed}:{spec.name}")
+        self.folder = sandbox.home / spec.name
+        self.counters: dict[str, int] = {}
+        self.message_ids: dict[str, int] = {}
+        self.stats = {"connections": 0, "accepted": 0, "deferred": 0, "bounced": 0,
+                      "duplicates": 0, "faults": 0, "feedback_sent": 0, "feedback_failed": 0}
+
+    def fault(self, probability: float) -> bool:
+        if probability <= 0.0:
+            return False
+        hit = self.faults.random() < probability
+        if hit:
+            self.stats["faults"] += 1
+        return hit
+
+    def in_storm(self) -> bool:
+        t = self.sandbox.clock.elapsed_real()
+        for s in self.spec.faults.storms:
+            if s.start_s <= t < s.start_s + s.duration_s and self.fault(s.probability):
+                return True
+        return False
+
+    def store(self, recipient: str, data: bytes) -> Path:
+        mailbox = _SAFE.sub("_", recipient.lower())[:200] or "_"
+        folder = self.folder / mailbox
+        if mailbox not in self.counters:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.counters[mailbox] = sum(1 for _ in folder.glob("*.eml"))
+        self.counters[mailbox] += 1
+        path = folder / f"{self.counters[mailbox]}.eml"
+        path.write_bytes(data)
+        return path
+
+    def log_reply(self, reply: Reply, *, source_ip: str, stage: str, recipient: str | None = None,
+                  message_id: str | None = None, reason: str | None = None) -> None:
+        if reply.ok and stage != "data":
+            return
+        event = "delivered" if reply.ok else ("deferred" if reply.temporary else "bounced")
+        if not reply.ok:
+            self.stats["deferred" if reply.temporary else "bounced"] += 1
+        self.sandbox.events.emit(
+            ts=self.sandbox.clock.now(), event=event, provider=self.name, source_ip=source_ip,
+            recipient=recipient, message_id=message_id or None, smtp_code=reply.code,
+            enhanced_code=reply.enhanced or None, response=reply.line(),
+            reason=reason or reply.kind, detail={"stage": stage},
+        )
+
+
+def _stable(name: str) -> int:
+    return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big")
+
+
+class ModelSMTP(SMTP):
+    """aiosmtpd's protocol with the model's greeting, faults and provider texts."""
+
+    def __init__(self, provider: Provider, **kwargs: Any) -> None:
+        super().__init__(_Handler(provider), **kwargs)
+        self.provider = provider
+        self.ms: ModelSession | None = None
+        self.source_ip = "0.0.0.0"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        seen_starttls = self._original_transport is not None
+        super().connection_made(transport)
+        if seen_starttls and self.ms is not None:
+            self.provider.model.starttls(self.ms, self.provider.sandbox.clock.now())
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.ms is not None:
+            self.provider.model.close(self.ms, self.provider.sandbox.clock.now())
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        p = self.provider
+        peer = self.session.peer if self.session else None
+        self.source_ip = peer[0] if isinstance(peer, tuple) else "0.0.0.0"
+        p.stats["connections"] += 1
+        if p.fault(p.spec.faults.disconnect_at_connect):
+            self.transport.close()
+            return
+        if p.fault(p.spec.faults.stall_probability):
+            await asyncio.sleep(p.spec.faults.stall_s)
+        now = p.sandbox.clock.now()
+        ms, reply = p.model.connect(now, self.source_ip)
+        self.ms = ms
+        if not reply.ok or p.in_storm():
+            if reply.ok:
+                reply = p.model.reply("brownout", ip=self.source_ip)
+            p.log_reply(reply, source_ip=self.source_ip, stage="connect")
+            await self.push(reply.line())
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str) and status.startswith("552 Error:"):
+            status = self.provider.model.reply(
+                "too_large", size=str(self.provider.spec.params.max_message_bytes)).line()
+        with contextlib.suppress(ConnectionError, RuntimeError, AttributeError):
+            await super().push(status)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.provider.fault(self.provider.spec.faults.tls_failure):
+            await self.push("454 4.7.0 TLS not available due to local problem")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        p = self.provider
+        if (self.envelope is not None and self.envelope.rcpt_tos and not arg
+                and p.fault(p.spec.faults.disconnect_mid_data)):
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader.read(512), timeout=2.0)
+            for rcpt in self.envelope.rcpt_tos:
+                p.sandbox.events.emit(
+                    ts=p.sandbox.clock.now(), event="deferred", provider=p.name,
+                    source_ip=self.source_ip, recipient=rcpt,
+                    reason="fault:disconnect_mid_data", detail={"stage": "data"})
+            self.transport.close()
+            return
+        await super().smtp_DATA(arg)
+
+
+class _Handler:
+    """aiosmtpd hooks: each asks the model and turns its ``Reply`` into an SMTP line."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.p = provider
+
+    def _close_after(self, server: ModelSMTP, reply: Reply) -> None:
+        if reply.code == 421 and server.transport is not None:
+            asyncio.get_running_loop().call_soon(server.transport.close)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.warning("%s: session error: %r", self.p.name, error)
+        return "451 4.3.0 Internal error, try again later"
+
+    async def handle_MAIL(self, server: ModelSMTP, session: SmtpSession, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        p = self.p
+        if server.ms is None:
+            return "503 5.5.1 Bad sequence of commands"
+        if p.fault(p.spec.faults.stall_probability):
+            await asyncio.sleep(p.spec.faults.stall_s)
+        size = 0
+        for opt in mail_options:
+            if opt.upper().startswith("SIZE=") and opt[5:].isdigit():
+                size = int(opt[5:])
+        reply = p.model.mail(server.ms, p.sandbox.clock.now(), address, size)
+        p.log_reply(reply, source_ip=server.source_ip, stage="mail")
+        if reply.ok:
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            if p.fault(p.spec.faults.disconnect_after_mail):
+                asyncio.get_running_loop().call_soon(server.transport.close)
+        self._close_after(server, reply)
+        return reply.line()
+
+    async def handle_RCPT(self, server: ModelSMTP, session: SmtpSession, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        p = self.p
+        if server.ms is None:
+            return "503 5.5.1 Bad sequence of commands"
+        domain = address.rsplit("@", 1)[-1].lower()
+        if p.sandbox.config.strict_domains and p.spec.params.domains and \
+                domain not in p.spec.params.domains:
+            reply = p.model.reply("relay_denied", recipient=address)
+        else:
+            reply = p.model.rcpt(server.ms, p.sandbox.clock.now(), address)
+        p.log_reply(reply, source_ip=server.source_ip, stage="rcpt", recipient=address)
+        if reply.ok:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        self._close_after(server, reply)
+        return reply.line()
+
+    async def handle_RSET(self, server: ModelSMTP, session: SmtpSession,
+                          envelope: Envelope) -> str:
+        if server.ms is not None:
+            self.p.model.reset(server.ms)
+        return "250 2.0.0 OK"
+
+    async def handle_DATA(self, server: ModelSMTP, session: SmtpSession,
+                          envelope: Envelope) -> str:
+        p = self.p
+        if server.ms is None:
+            return "503 5.5.1 Bad sequence of commands"
+        if p.fault(p.spec.faults.stall_probability):
+            await asyncio.sleep(p.spec.faults.stall_s)
+        data = envelope.original_content or b""
+        recipients = tuple(envelope.rcpt_tos)
+        cfg = p.sandbox.config
+        facts = message_facts(
+            data, mail_from=envelope.mail_from or "", recipients=recipients,
+            source_ip=server.source_ip, dkim_keys=cfg.dkim_keys, spf=cfg.spf)
+        now = p.sandbox.clock.now()
+        outcome = p.model.data(server.ms, now, facts)
+        reply = outcome.reply
+        paths: dict[str, str] = {}
+        if reply.ok:
+            p.stats["accepted"] += 1
+            if facts.message_id:
+                seen = p.message_ids.get(facts.message_id, 0)
+                p.message_ids[facts.message_id] = seen + 1
+                if seen:
+                    p.stats["duplicates"] += 1
+            for rcpt in recipients:
+                paths[rcpt] = str(p.store(rcpt, data))
+            for c in outcome.consequences:
+                p.sandbox.pending_originals[(p.name, c.recipient, c.message_id)] = paths.get(
+                    c.recipient, "")
+        for rcpt in recipients:
+            p.log_reply(reply, source_ip=server.source_ip, stage="data", recipient=rcpt,
+                        message_id=facts.message_id)
+        self._close_after(server, reply)
+        return reply.line()
+
+
+class Sandbox:
+    """All configured providers' SMTP servers in the running event loop."""
+
+    def __init__(self, config: SandboxConfig, home: Path, *, run_id: str = "") -> None:
+        self.config = config
+        self.home = Path(home) / "sandbox"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.clock = Clock(config.time_scale)
+        self.run_id = run_id or f"sandbox-{int(time.time())}"
+        self.events = EventLog(self.home / "events.jsonl", self.run_id)
+        self.providers = {spec.name: Provider(spec, self) for spec in config.providers}
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.pending_originals: dict[tuple[str, str, str], str] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix="inboxlab-sandbox-tls-"))
+
+    async def start(self) -> dict[str, tuple[str, int]]:
+        from sim.sandbox.tls import server_context
+
+        loop = asyncio.get_running_loop()
+        tls = server_context(self._tmp, self.config.hostname)
+        for name, p in self.providers.items():
+            spec = p.spec
+
+            def factory(p: Provider = p) -> ModelSMTP:
+                return ModelSMTP(
+                    p, hostname=p.spec.params.banner_host, ident="",
+                    data_size_limit=p.spec.params.max_message_bytes,
+                    tls_context=tls if p.spec.tls else None, require_starttls=False,
+                    enable_SMTPUTF8=True, timeout=60)
+
+            server = await loop.create_server(factory, host=self.config.host, port=spec.port)
+            self._servers.append(server)
+            sock = server.sockets[0].getsockname()
+            self.addresses[name] = (sock[0], sock[1])
+        self._ticker = loop.create_task(self._tick())
+        return dict(self.addresses)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+        self.events.flush()
+        self.events.close()
+        self._write_parquet()
+        stats = {name: {**p.stats, "model": dict(p.model.stats)} for name, p in self.providers.items()}
+        (self.home / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _write_parquet(self) -> None:
+        try:
+            from engine import eventio  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        try:
+            eventio.write_events(self.events.events, self.home / "events.parquet")
+        except Exception as exc:  # the JSONL file is the record; Parquet is a convenience
+            log.warning("parquet export failed: %s", exc)
+
+    async def _tick(self) -> None:
+        while True:
+            now = self.clock.now()
+            for p in self.providers.values():
+                for c in p.model.due(now):
+                    self._fire(p, c)
+            self.events.flush()
+            await asyncio.sleep(0.05)
+
+    def _fire(self, p: Provider, c: Consequence) -> None:
+        event = {"complaint": "complaint", "bounce": "bounced", "engagement": "engagement",
+                 "trap_hit": "trap_hit"}[c.kind]
+        self.events.emit(ts=c.at, event=event, provider=p.name, source_ip=c.source_ip,
+                         recipient=c.recipient, message_id=c.message_id or None,
+                         enhanced_code=c.status or None, response=c.text or None,
+                         reason=f"async:{c.kind}", detail={"report": c.report})
+        original_path = self.pending_originals.pop((p.name, c.recipient, c.message_id), "")
+        if not c.report or not self.config.feedback_port:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_report(p, c, original_path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_report(self, p: Provider, c: Consequence, original_path: str) -> None:
+        import aiosmtplib
+
+        cfg = self.config
+        original = b""
+        if original_path:
+            with contextlib.suppress(OSError):
+                original = Path(original_path).read_bytes()
+        host = p.spec.params.banner_host.split()[0]
+        if c.kind == "complaint":
+            to = cfg.arf_to
+            data = build_arf(c, original, reporter=cfg.feedback_from, to=to, provider_host=host)
+        else:
+            to = cfg.dsn_to or c.mail_from or cfg.arf_to
+            data = build_dsn(c, original, reporter=cfg.feedback_from, to=to, provider_host=host)
+        try:
+            await aiosmtplib.send(data, sender=cfg.feedback_from, recipients=[to],
+                                  hostname=cfg.feedback_host, port=cfg.feedback_port,
+                                  start_tls=False, use_tls=False, timeout=10)
+            p.stats["feedback_sent"] += 1
+        except Exception as exc:
+            p.stats["feedback_failed"] += 1
+            log.warning("%s: feedback to %s failed: %s", p.name, to, exc)
+
+
+class SandboxThread:
+    """A ``Sandbox`` running in its own event loop on a background thread."""
+
+    def __init__(self, config: SandboxConfig, home: Path) -> None:
+        self.config = config
+        self.home = home
+        self.loop = asyncio.new_event_loop()
+        self.sandbox: Sandbox | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="inboxlab-sandbox")
+
+    def start(self) -> dict[str, tuple[str, int]]:
+        self.thread.start()
+
+        async def boot() -> dict[str, tuple[str, int]]:
+            self.sandbox = Sandbox(self.config, self.home)
+            return await self.sandbox.start()
+
+        return asyncio.run_coroutine_threadsafe(boot(), self.loop).result(30)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in the sandbox's loop thread and return its result."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def stop(self) -> None:
+        """Stop the servers, write the files and end the thread (safe to call twice)."""
+        if self.loop.is_closed():
+            return
+        if self.sandbox is not None:
+            asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
