@@ -1,0 +1,197 @@
+"""The warehouse home folder: partitioned Parquet event files and the exactly-once load ledger.
+
+Layout under the home folder (default ``./var``, or ``INBOXLAB_HOME``)::
+
+    events/source=<src>/run=<run_id>/day=<YYYY-MM-DD>/part-<load-key-hash>.parquet
+    ledger.json      one entry per load key; the outbox's last loaded sequence number
+    .ledger.lock     taken (fcntl) by writers only; readers never take it
+
+Exactly-once: every load has a key (``run:<source>:<run_id>``, ``file:<sha256>``, or the
+outbox's ``seq``). Part files are named after the key, so a load interrupted between the
+rename and the ledger update rewrites the same files on retry instead of duplicating them.
+
+Owns: paths, partitioning, the ledger. Must not touch: DuckDB (see ``query``), the shape of
+an event (see ``engine.eventio``), or any engine/sim state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.errors import InputError
+from engine.eventio import conform, write_events
+from engine.events import SOURCES
+
+DEFAULT_HOME = "./var"
+_SAFE = re.compile(r"[^A-Za-z0-9._:@+-]")
+
+
+def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """The warehouse home: ``home`` if given, else ``$INBOXLAB_HOME``, else ``./var``."""
+    return Path(home or os.environ.get("INBOXLAB_HOME") or DEFAULT_HOME)
+
+
+def events_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    return home_dir(home) / "events"
+
+
+def _part_value(value: str) -> str:
+    return _SAFE.sub("_", value) or "_"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What one load did: ``loaded`` is False when the key was already in the ledger."""
+
+    key: str
+    rows: int
+    files: int
+    loaded: bool
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[dict[str, Any]]:
+    """Hold the writer lock and yield the ledger; it is saved atomically on clean exit."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".ledger.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            ledger = read_ledger(home)
+            yield ledger
+            fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=home)
+            with os.fdopen(fd, "w") as out:
+                json.dump(ledger, out, indent=1, sort_keys=True)
+            os.replace(tmp, home / "ledger.json")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_ledger(home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The ledger as a dict: ``{"loads": {key: {...}}, "outbox_seq": int}``."""
+    path = home_dir(home) / "ledger.json"
+    if not path.exists():
+        return {"loads": {}, "outbox_seq": 0}
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable load ledger: {exc}") from exc
+    data.setdefault("loads", {})
+    data.setdefault("outbox_seq", 0)
+    return data
+
+
+def _write_partitions(home: Path, frame: pl.DataFrame, key: str) -> int:
+    """Write ``frame`` split by source/run/day, one part file per partition named by ``key``."""
+    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
+    keyed = frame.with_columns(pl.col("ts").dt.date().alias("_day"))
+    files = 0
+    for (source, run_id, day), part in keyed.partition_by(
+        ["source", "run_id", "_day"], maintain_order=True, as_dict=True
+    ).items():
+        dday = day.isoformat() if day is not None else "unknown"
+        folder = (
+            home / "events" / f"source={_part_value(str(source))}"
+            / f"run={_part_value(str(run_id or ''))}" / f"day={dday}"
+        )
+        write_events(part.drop("_day"), folder / f"part-{tag}.parquet")
+        files += 1
+    return files
+
+
+def _check(frame: pl.DataFrame) -> pl.DataFrame:
+    frame = conform(frame)
+    bad = frame.filter(~pl.col("source").is_in(list(SOURCES)) | pl.col("ts").is_null())
+    if bad.height:
+        raise InputError(
+            f"{bad.height} event rows have a null ts or a source outside {sorted(SOURCES)}"
+        )
+    return frame
+
+
+def load_frame(
+    frame: pl.DataFrame,
+    key: str,
+    home: str | os.PathLike[str] | None = None,
+    note: dict[str, Any] | None = None,
+) -> LoadResult:
+    """Load ``frame`` once under ``key``; a key already in the ledger loads nothing."""
+    root = home_dir(home)
+    frame = _check(frame)
+    with _locked(root) as ledger:
+        if key in ledger["loads"]:
+            return LoadResult(key, 0, 0, False)
+        files = _write_partitions(root, frame, key) if frame.height else 0
+        ledger["loads"][key] = {"rows": frame.height, "files": files, **(note or {})}
+    return LoadResult(key, frame.height, files, True)
+
+
+def run_key(source: str, run_id: str) -> str:
+    return f"run:{source}:{run_id}"
+
+
+def file_key(content_hash: str) -> str:
+    return f"file:{content_hash}"
+
+
+def ingest_run_dir(run_dir: str | os.PathLike[str], home: str | os.PathLike[str] | None = None
+                   ) -> list[LoadResult]:
+    """Ingest a sim or sandbox run folder holding ``events.parquet``; exactly once per run id.
+
+    The run id(s) and source(s) are read from the rows. Raises ``InputError`` when the folder
+    has no readable ``events.parquet``."""
+    path = Path(run_dir)
+    file = path / "events.parquet" if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(f"{run_dir}: no events.parquet in this folder")
+    try:
+        frame = conform(pl.read_parquet(file))
+    except Exception as exc:  # polars raises several types for a bad file
+        raise InputError(f"{file}: not a readable event Parquet file: {exc}") from exc
+    if frame.filter(pl.col("run_id").is_null() | (pl.col("run_id") == "")).height:
+        raise InputError(f"{file}: some rows have no run_id")
+    results = []
+    for (source, run_id), part in frame.group_by(["source", "run_id"], maintain_order=True):
+        results.append(
+            load_frame(part, run_key(str(source), str(run_id)), home, {"from": str(file)})
+        )
+    return results
+
+
+def ingest_outbox(
+    rows_with_seq: pl.DataFrame | list[dict[str, Any]], home: str | os.PathLike[str] | None = None
+) -> LoadResult:
+    """Append the engine outbox rows whose ``seq`` is above the last loaded sequence number.
+
+    Rows need a non-null ``seq`` (the outbox's monotonic number). Calling again with
+    overlapping rows appends only the new tail, so the engine may export at-least-once and the
+    warehouse still holds each row once."""
+    from engine.eventio import events_frame
+
+    frame = events_frame(rows_with_seq)
+    if frame.filter(pl.col("seq").is_null()).height:
+        raise InputError("outbox rows need a seq")
+    root = home_dir(home)
+    frame = _check(frame)
+    with _locked(root) as ledger:
+        last = int(ledger["outbox_seq"])
+        new = frame.filter(pl.col("seq") > last).unique("seq", keep="first").sort("seq")
+        if new.height == 0:
+            return LoadResult(f"outbox:{last}", 0, 0, False)
+        top = int(new["seq"].max())  # type: ignore[arg-type]
+        key = f"outbox:{last + 1}-{top}"
+        files = _write_partitions(root, new, key)
+        ledger["outbox_seq"] = top
+        ledger["loads"][key] = {"rows": new.height, "files": files}
+    return LoadResult(key, new.height, files, True)

@@ -1,0 +1,145 @@
+"""Warehouse benchmark: 10 M generated events (cached under /tmp), load rate, headline metric
+times in a warm process against a plain DuckDB percentile query (the baseline), metric times
+from the CLI, and importer throughput on a generated Postfix maillog.
+
+Run: .venv/bin/python tests/bench/bench_warehouse.py [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+CACHE = Path("/tmp/inboxlab-bench-warehouse")
+
+
+def generate(n_events: int, path: Path) -> None:
+    rng = np.random.default_rng(42)
+    n_msgs = n_events // 3
+    t0 = 1_709_251_200_000_000  # 2024-03-01 in us
+    enq = t0 + np.sort(rng.integers(0, 14 * 86_400_000_000, n_msgs))
+    providers = np.array(["gmail", "yahoo", "microsoft", "apple", "other"])
+    prov = providers[rng.choice(5, n_msgs, p=[0.6, 0.15, 0.15, 0.05, 0.05])]
+    pools = np.array(["pool-a", "pool-b", "pool-c", "pool-txn"])[rng.integers(0, 4, n_msgs)]
+    lanes = np.array(["transactional", "lifecycle", "prospecting"])[rng.integers(0, 3, n_msgs)]
+    doms = np.array(["news.example.com", "app.example.com", "mkt.example.org"])[
+        rng.integers(0, 3, n_msgs)]
+    first = enq + rng.exponential(2e6, n_msgs).astype(np.int64)
+    final = first + rng.exponential(5e6, n_msgs).astype(np.int64)
+    outcome = rng.choice(3, n_msgs, p=[0.92, 0.05, 0.03])  # delivered, deferred->delivered, bounce
+    mids = np.arange(n_msgs)
+    base = {"message_id": mids, "provider": prov, "pool": pools, "lane": lanes,
+            "sending_domain": doms}
+    e1 = pl.DataFrame({**base, "ts": enq, "event": "enqueued", "attempt": None,
+                       "enqueued_ts": enq})
+    e2 = pl.DataFrame({**base, "ts": first,
+                       "event": np.where(outcome == 0, "delivered",
+                                         np.where(outcome == 1, "deferred", "bounced")),
+                       "attempt": 1, "enqueued_ts": enq})
+    e3 = pl.DataFrame({**base, "ts": final, "event": np.where(outcome == 1, "delivered",
+                                                                "attempt"),
+                       "attempt": 2, "enqueued_ts": enq})
+    frame = pl.concat([e1, e2, e3], how="vertical_relaxed").with_columns(
+        pl.col("ts").cast(pl.Datetime("us", "UTC")),
+        pl.col("enqueued_ts").cast(pl.Datetime("us", "UTC")),
+        pl.col("message_id").cast(pl.Utf8),
+        pl.lit("sim").alias("source"), pl.lit("bench-10m").alias("run_id"),
+        pl.when(pl.col("event") == "deferred").then(pl.lit("4.7.28")).alias("enhanced_code"),
+        pl.when(pl.col("event") == "deferred").then(421).alias("smtp_code"),
+    )
+    from engine.eventio import conform
+    frame = conform(frame).sort("ts")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path, compression="zstd", row_group_size=1_000_000)
+
+
+def maillog(n_lines: int, path: Path) -> None:
+    rng = np.random.default_rng(7)
+    qids = [f"{x:010X}" for x in rng.integers(0, 2**40, n_lines // 2)]
+    out = []
+    for i, q in enumerate(qids):
+        out.append(f"Mar  3 10:{i // 60 % 60:02d}:{i % 60:02d} mx1 postfix/qmgr[2003]: {q}: "
+                   f"from=<news@news.example.com>, size=1234, nrcpt=1 (queue active)")
+        if i % 10 == 0:
+            out.append(f"Mar  3 10:{i // 60 % 60:02d}:{i % 60:02d} mx1 postfix/smtp[2111]: {q}: "
+                       f"to=<u{i}@yahoo.com>, relay=mta7.am0.yahoodns.net[67.195.204.77]:25, "
+                       "delay=2.1, delays=0.05/0.02/1.2/0.8, dsn=4.7.0, status=deferred "
+                       "(host mta7.am0.yahoodns.net[67.195.204.77] said: 421 4.7.0 [TSS04] "
+                       "Messages temporarily deferred (in reply to MAIL FROM command))")
+        else:
+            out.append(f"Mar  3 10:{i // 60 % 60:02d}:{i % 60:02d} mx1 postfix/smtp[2110]: {q}: "
+                       f"to=<u{i}@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, "
+                       "delay=1.3, delays=0.05/0.01/0.6/0.64, dsn=2.0.0, status=sent "
+                       "(250 2.0.0 OK 1709460902 a1si12 - gsmtp)")
+    path.write_text("\n".join(out) + "\n")
+
+
+def timed(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    args = ap.parse_args()
+    src = CACHE / f"run-{args.events}" / "events.parquet"
+    if not src.exists():
+        t = time.perf_counter()
+        generate(args.events, src)
+        print(f"generated {args.events:,} events in {time.perf_counter() - t:.1f} s (cached)")
+    n = pl.scan_parquet(src).select(pl.len()).collect().item()
+
+    from inboxlab.warehouse import connect, ingest_run_dir, metric
+    home = CACHE / f"home-{args.events}"
+    shutil.rmtree(home, ignore_errors=True)
+    t = time.perf_counter()
+    ingest_run_dir(src.parent, home)
+    load_s = time.perf_counter() - t
+    print(f"load: {n:,} events in {load_s:.2f} s = {n / load_s / 1e6:.2f} M events/s "
+          f"(target >= 1.0 M/s)")
+
+    con = connect(home)
+    glob = str(home / "events" / "**" / "*.parquet")
+    base_sql = (f"SELECT quantile_cont((epoch_us(ts) - epoch_us(enqueued_ts)) / 1e6, "
+                f"[0.5, 0.95, 0.99]) FROM read_parquet('{glob}') WHERE event = 'delivered'")
+    base = timed(lambda: con.sql(base_sql).fetchall())
+    print(f"baseline plain DuckDB p50/p95/p99 over the Parquet: {base:.3f} s")
+    for name, by in (("time_to_accept", None), ("time_to_accept", "provider,pool"),
+                     ("time_to_first_attempt", None), ("time_to_final", "lane"),
+                     ("deferral_codes", None), ("reputation", None), ("warmup", None),
+                     ("slo", None), ("outcomes", "provider")):
+        s = timed(lambda name=name, by=by: metric(home, name, by=by, con=con))
+        print(f"metric {name:<22} by {by or '-':<14} warm {s:.3f} s  "
+              f"= {s / base:.2f}x baseline (target <= 0.5 s)")
+    for name in ("time_to_accept", "deferral_codes", "reputation"):
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "inboxlab", "metrics", name, "--home",
+                            str(home), "--json"], capture_output=True, text=True)
+        s = time.perf_counter() - t
+        assert r.returncode == 0, r.stderr
+        print(f"cli metrics {name:<20} {s:.3f} s (target <= 1.5 s)")
+
+    from inboxlab.importers import parse_file
+    log = CACHE / "maillog-400k.log"
+    if not log.exists():
+        maillog(400_000, log)
+    lines = sum(1 for _ in log.open())
+    s = timed(lambda: parse_file("postfix", log, year=2024), repeat=2)
+    print(f"postfix import: {lines:,} lines in {s:.2f} s = {lines / s / 1e3:.0f} k lines/s "
+          f"(target >= 200 k/s)")
+
+
+if __name__ == "__main__":
+    main()
