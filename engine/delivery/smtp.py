@@ -1,0 +1,114 @@
+"""Outbound SMTP connections (aiosmtplib) pooled per (source IP, destination).
+
+Owns opening, reusing and closing connections: STARTTLS opportunistic or required, the
+source address bound, at most ``max_connections`` per pool key and at most
+``messages_per_connection`` messages on one connection. It reports what the server said;
+it does not classify replies or touch the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.delivery.mx import Destination
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What happened to one recipient: final ``code``/``text`` (None: no reply) and whether
+    DATA had started (a missing reply after that is ambiguous)."""
+
+    code: int | None
+    text: str
+    data_started: bool
+    mx_host: str
+
+
+class _Conn:
+    __slots__ = ("client", "used")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.used = 0
+
+
+class ConnectionPool:
+    """Idle connections and a connection semaphore per (source IP, host, port)."""
+
+    def __init__(self, *, helo: str = "engine.inboxlab.test", timeout: float = 30.0,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.helo = helo
+        self.timeout = timeout
+        self.tls_context = tls_context
+        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._sems: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self.opened = 0
+
+    def _sem(self, key: tuple[str, str, int], limit: int) -> asyncio.Semaphore:
+        sem = self._sems.get(key)
+        if sem is None:
+            sem = self._sems[key] = asyncio.Semaphore(max(1, limit))
+        return sem
+
+    async def _open(self, source_ip: str, dest: Destination, tls: str) -> _Conn:
+        import aiosmtplib
+
+        client = aiosmtplib.SMTP(hostname=dest.addr, port=dest.port, timeout=self.timeout,
+                                 source_address=(source_ip, 0), local_hostname=self.helo,
+                                 start_tls=False, tls_context=self.tls_context)
+        await client.connect()
+        self.opened += 1
+        if client.supports_extension("starttls"):
+            try:
+                await client.starttls(tls_context=self.tls_context)
+            except aiosmtplib.SMTPException:
+                if tls == "required":
+                    client.close()
+                    raise
+        elif tls == "required":
+            client.close()
+            raise aiosmtplib.SMTPResponseException(
+                530, "5.7.10 STARTTLS not offered and TLS is required for this provider")
+        return _Conn(client)
+
+    async def session(self, source_ip: str, dest: Destination, *, max_connections: int,
+                      per_connection: int, tls: str,
+                      work: Callable[[Any], Awaitable[int]]) -> None:
+        """Run ``work(client)`` on a pooled connection; ``work`` returns how many messages it
+        sent. A connection that reached ``per_connection`` or failed is closed."""
+        key = (source_ip, dest.addr, dest.port)
+        async with self._sem(key, max_connections):
+            idle = self._idle.setdefault(key, [])
+            conn = idle.pop() if idle else None
+            if conn is not None and not conn.client.is_connected:
+                conn = None
+            if conn is None:
+                conn = await self._open(source_ip, dest, tls)
+            ok = False
+            try:
+                conn.used += await work(conn.client)
+                ok = True
+            finally:
+                if ok and conn.used < per_connection and conn.client.is_connected:
+                    idle.append(conn)
+                else:
+                    await _quit(conn.client)
+
+    async def close(self) -> None:
+        """QUIT every idle connection."""
+        for conns in self._idle.values():
+            for conn in conns:
+                await _quit(conn.client)
+        self._idle.clear()
+
+
+async def _quit(client: Any) -> None:
+    try:
+        if client.is_connected:
+            await asyncio.wait_for(client.quit(), 5.0)
+    except Exception:
+        client.close()

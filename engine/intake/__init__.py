@@ -1,0 +1,1 @@
+"""The HTTP intake of the live engine (FastAPI): ``engine.intake.app.create_app``."""

@@ -1,0 +1,177 @@
+"""The HTTP intake API: submit messages, read their state and events, one-click unsubscribe.
+
+Owns request validation, tenant authentication (Bearer key checked against the hashed
+keys of the config), idempotency answers (202 / same id / 409), budgets (429 with
+Retry-After) and the RFC 8058 one-click endpoint. Every accepted POST is committed to the
+spool before the 202. It does not send mail and does not decide policy.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations.
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from engine.config import LabConfig, hash_key
+from engine.delivery.message import build_base, parse_unsubscribe_token
+from engine.errors import InputError
+from engine.policy.bucket import TokenBucket
+from engine.policy.params import BucketSpec
+from engine.spool import IdempotencyConflict, Spool
+
+_HEADER_NAME = r"^[A-Za-z0-9-]{1,64}$"
+_RESERVED = {"from", "to", "subject", "date", "message-id", "dkim-signature", "return-path",
+             "list-unsubscribe", "list-unsubscribe-post", "feedback-id", "reply-to"}
+
+
+def create_app(config: LabConfig, spool: Spool, *, secret: bytes,
+               on_accept: Callable[[], None] | None = None, max_active: int = 1_000_000,
+               clock: Callable[[], float] = time.time) -> Any:
+    """The FastAPI application (OpenAPI at ``/openapi.json``)."""
+    from fastapi import FastAPI, Header, HTTPException, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+    class Body(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        from_: str = Field(alias="from", pattern=r"^[^@\s<>]+@[^@\s<>]+$", max_length=254)
+        from_name: str | None = Field(default=None, max_length=200)
+        to: list[str] = Field(min_length=1, max_length=1000)
+        subject: str = Field(max_length=998)
+        text: str = Field(max_length=5_000_000)
+        html: str | None = Field(default=None, max_length=5_000_000)
+        lane: Literal["transactional", "lifecycle", "prospecting"] = "transactional"
+        campaign: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+        reply_to: str | None = Field(default=None, max_length=254)
+        headers: dict[str, str] = {}
+
+        @field_validator("to")
+        @classmethod
+        def _addresses(cls, v: list[str]) -> list[str]:
+            for a in v:
+                if not (a.count("@") >= 1 and " " not in a and "<" not in a and len(a) < 255
+                        and "\r" not in a and "\n" not in a):
+                    raise ValueError(f"not an email address: {a!r}")
+            return v
+
+        @field_validator("subject", "from_name", "reply_to")
+        @classmethod
+        def _no_crlf(cls, v: str | None) -> str | None:
+            if v is not None and ("\r" in v or "\n" in v):
+                raise ValueError("CR/LF not allowed in a header value")
+            return v
+
+        @field_validator("headers")
+        @classmethod
+        def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+            import re
+
+            for name, value in v.items():
+                if not re.match(_HEADER_NAME, name) or name.lower() in _RESERVED:
+                    raise ValueError(f"header name not allowed: {name!r}")
+                if "\r" in value or "\n" in value:
+                    raise ValueError(f"header {name}: CR/LF not allowed in a header value")
+            return v
+
+    keys: dict[str, str] = {h: t for t, m in config.tenants.items() for h in m.api_keys}
+    buckets: dict[str, TokenBucket] = {
+        t: TokenBucket.from_spec(BucketSpec(rate=m.limit.rate, burst=m.limit.burst), clock())
+        for t, m in config.tenants.items() if m.limit is not None}
+    app = FastAPI(title="inboxlab intake", version="1")
+
+    def tenant_of(authorization: str | None) -> str:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "missing Bearer API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        digest = hash_key(authorization[7:].strip() or "-")
+        for stored, tenant in keys.items():
+            if hmac.compare_digest(stored, digest):
+                return tenant
+        raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/v1/messages", status_code=202)
+    async def submit(request: Request, authorization: str | None = Header(default=None),
+                     idempotency_key: str | None = Header(default=None)) -> Any:
+        tenant = tenant_of(authorization)
+        if not idempotency_key or len(idempotency_key) > 200:
+            raise HTTPException(422, "an Idempotency-Key header (1-200 chars) is required")
+        raw = await request.body()
+        try:
+            body = Body.model_validate_json(raw)
+        except ValueError as exc:
+            msg = str(exc)
+            errs = exc.errors() if hasattr(exc, "errors") else [{"msg": msg}]
+            raise HTTPException(422, [{"loc": list(e.get("loc", ())), "msg": e["msg"]}
+                                      for e in errs]) from None
+        domain = body.from_.rsplit("@", 1)[1].lower()
+        model = config.domains.get(domain)
+        if model is None or model.tenant != tenant:
+            raise HTTPException(422, f"{domain} is not a sending domain of tenant {tenant}")
+        if body.lane not in config.tenants[tenant].lanes:
+            raise HTTPException(422, f"lane {body.lane} is not enabled for tenant {tenant}")
+        bucket = buckets.get(tenant)
+        now = clock()
+        if bucket is not None and bucket.available(now) < len(body.to):
+            wait = max(1, int(bucket.time_until(len(body.to), now) + 0.999))
+            raise HTTPException(429, "tenant rate limit", headers={"Retry-After": str(wait)})
+        try:
+            base = build_base(from_addr=body.from_, from_name=body.from_name,
+                              subject=body.subject, text=body.text, html=body.html,
+                              reply_to=body.reply_to, headers=body.headers)
+            canon = json.dumps(body.model_dump(by_alias=True), sort_keys=True).encode()
+            acc = spool.accept(tenant=tenant, idem_key=idempotency_key, request=canon,
+                               lane=body.lane, campaign=body.campaign, sending_domain=domain,
+                               mail_from=body.from_, recipients=body.to, body=base,
+                               max_active=max_active)
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except InputError as exc:
+            if "full" in str(exc):
+                raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from None
+            raise HTTPException(422, str(exc)) from None
+        if acc.created:
+            if bucket is not None:
+                bucket.take(len(body.to), now)
+            if on_accept is not None:
+                on_accept()
+        return JSONResponse({"id": acc.public_id, "created": acc.created}, status_code=202)
+
+    @app.get("/v1/messages/{public_id}")
+    async def get_message(public_id: str,
+                          authorization: str | None = Header(default=None)) -> Any:
+        tenant = tenant_of(authorization)
+        found = spool.message(public_id, tenant)
+        if found is None:
+            raise HTTPException(404, "no such message")
+        return found
+
+    @app.get("/v1/events")
+    async def events(after: int = 0, limit: int = 1000,
+                     authorization: str | None = Header(default=None)) -> Any:
+        tenant = tenant_of(authorization)
+        evs = spool.events_after(after, tenant=tenant, limit=max(1, min(limit, 10_000)))
+        rows = [{k: v for k, v in e.to_row().items() if v is not None} for e in evs]
+        for r in rows:
+            for k in ("ts", "enqueued_ts"):
+                if k in r:
+                    r[k] = r[k].isoformat()
+        return {"events": rows, "next": evs[-1].seq if evs else after}
+
+    @app.post("/u/{token}", response_class=PlainTextResponse)
+    async def unsubscribe(token: str) -> str:
+        # RFC 8058: the POST (body "List-Unsubscribe=One-Click") unsubscribes; no auth/cookies.
+        try:
+            t = parse_unsubscribe_token(secret, token)
+        except InputError:
+            raise HTTPException(404, "unknown unsubscribe link") from None
+        spool.suppress(t.tenant, t.address, "unsubscribe")
+        return "unsubscribed\n"
+
+    @app.get("/u/{token}", response_class=PlainTextResponse)
+    async def unsubscribe_page(token: str) -> str:
+        # A GET (link scanners, prefetchers) must change nothing.
+        return "To unsubscribe, confirm with a POST to this address.\n"
+
+    return app

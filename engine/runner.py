@@ -1,0 +1,246 @@
+"""The asyncio driver of the policy core: spool in, SMTP out, decisions back to the spool.
+
+Owns the loop: take pending recipients from the spool (checking suppressions) and
+``submit`` them; ``tick`` and apply decisions; ``due`` -> mark in flight -> send over pooled
+connections -> ``record`` -> apply each decision in ONE spool transaction. Time is the wall
+clock here; the policy core only ever sees it as an argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.config import LabConfig
+from engine.delivery.message import recipient_headers, verp_address
+from engine.delivery.mx import Destination, Resolver
+from engine.delivery.smtp import ConnectionPool, SendResult
+from engine.dkim import DkimSigner, load_signer
+from engine.errors import InputError
+from engine.policy.breaker import BreakerChange
+from engine.policy.classify import Classifier
+from engine.policy.scheduler import (
+    Ambiguous,
+    DeadLetter,
+    Decision,
+    Delivered,
+    Dispatch,
+    Expire,
+    Result,
+    Retry,
+    Scheduler,
+    Suppress,
+)
+from engine.spool import Job, Spool
+
+
+class Runner:
+    """Drives one ``Scheduler`` against one ``Spool``. ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, config: LabConfig, spool: Spool, *, secret: bytes,
+                 resolver: Resolver | None = None, seed: int = 0,
+                 clock: Callable[[], float] = time.time, timeout: float = 30.0) -> None:
+        from engine.profiles import load_profiles
+
+        self.config = config
+        self.spool = spool
+        self.secret = secret
+        self.clock = clock
+        profiles = dict(config.profiles) or load_profiles()
+        self.classifier = Classifier(profiles)
+        self.scheduler = Scheduler(config.policy_params(None, profiles), random.Random(seed),
+                                   classify=self.classifier.classify)
+        self.resolver = resolver or Resolver(config)
+        self.pool = ConnectionPool(timeout=timeout)
+        self.signers: dict[str, list[DkimSigner]] = {}
+        base = Path(config.file).parent
+        for domain, model in config.domains.items():
+            self.signers[domain] = [
+                load_signer(domain, k.selector, base / k.key_file, k.algorithm)
+                for k in model.dkim]
+        self.wake = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    # -- decisions --------------------------------------------------------------------------
+    def apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None
+              ) -> None:
+        """Write each decision to the spool (one transaction each)."""
+        for d in decisions:
+            info = (extra or {}).get(getattr(d, "id", -1), {})
+            why = "; ".join(getattr(d, "reasons", ()))[:500]
+            if isinstance(d, Delivered):
+                self.spool.finish(d.id, "delivered", event="delivered", **info)
+            elif isinstance(d, Retry):
+                self.spool.finish(d.id, "deferred", event="deferred", next_at=d.at,
+                                  reason=why, **info)
+            elif isinstance(d, Suppress):
+                self.spool.finish(d.id, "bounced", event="bounced", reason=why, **info)
+                job = self.spool.job(d.id)
+                self.spool.suppress(job.tenant, job.rcpt, "bounce")
+            elif isinstance(d, DeadLetter):
+                self.spool.finish(d.id, "dead_lettered", event="dead_lettered", reason=why,
+                                  **info)
+            elif isinstance(d, Ambiguous):
+                self.spool.finish(d.id, "dead_lettered", event="ambiguous", ambiguous=True,
+                                  reason=why, **info)
+            elif isinstance(d, Expire):
+                self.spool.finish(d.id, "expired", event="expired", reason=why, **info)
+            elif isinstance(d, BreakerChange):
+                self.spool.emit(event="breaker", pool=d.pool, provider=d.provider,
+                                state=d.to_state, reason=why)
+            else:
+                self.spool.emit(event="automation", pool=d.pool, provider=d.provider,
+                                state=d.state, rule=d.rule, reason=why)
+
+    # -- loop -------------------------------------------------------------------------------
+    def intake(self) -> int:
+        """Hand queued recipients to the core (suppressed ones end here). Returns how many."""
+        n = 0
+        for p in self.spool.take_pending():
+            job = self.spool.job(p.id)
+            if self.spool.is_suppressed(p.tenant, job.rcpt):
+                self.spool.move(p.id, "suppressed", event="suppressed",
+                                reason="recipient on the suppression list")
+                continue
+            now = self.clock()
+            try:
+                self.scheduler.submit(p.id, lane=p.lane, tenant=p.tenant,  # type: ignore[arg-type]
+                                      sending_domain=p.sending_domain, now=now,
+                                      recipient_domain=p.domain, not_before=p.next_at,
+                                      expires=p.expires)
+            except InputError as exc:
+                self.spool.move(p.id, "expired" if "expires" in str(exc) else "suppressed",
+                                event="expired" if "expires" in str(exc) else "suppressed",
+                                reason=str(exc))
+                continue
+            n += 1
+        return n
+
+    def step(self) -> float | None:
+        """One pass: intake, tick, due -> start sends. Returns the next wake-up time."""
+        self.intake()
+        now = self.clock()
+        self.apply(self.scheduler.tick(now))
+        for d in self.scheduler.due(now):
+            self.spool.start_attempts(d.ids, pool=d.pool, source_ip=d.source_ip)
+            task = asyncio.get_running_loop().create_task(self._dispatch(d))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        self.apply(self.scheduler.tick(self.clock()))
+        return self.scheduler.next_wakeup()
+
+    async def run(self, stop: asyncio.Event, *, poll: float = 0.2) -> None:
+        """Loop until ``stop`` is set, then finish in-flight sends and close connections."""
+        while not stop.is_set():
+            wake = self.step()
+            delay = poll if wake is None else max(0.0, min(poll, wake - self.clock()))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(delay, 0.005))
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for in-flight sends, then QUIT pooled connections."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        await self.pool.close()
+
+    # -- sending ----------------------------------------------------------------------------
+    async def _dispatch(self, d: Dispatch) -> None:
+        jobs = [self.spool.job(i) for i in d.ids]
+        by_dest: dict[Destination, list[Job]] = defaultdict(list)
+        for job in jobs:
+            try:
+                dests = await asyncio.to_thread(self.resolver.resolve, job.domain)
+            except InputError as exc:
+                self._record(d, job, SendResult(None, str(exc), False, ""), failed=550)
+                continue
+            by_dest[dests[0]].append(job)
+        shaping = self.scheduler.params.shaping.get((d.pool, d.provider))
+        tls = shaping.tls if shaping is not None else "opportunistic"
+        sends = []
+        for dest, group in by_dest.items():
+            per = max(1, d.messages_per_connection)
+            for i in range(0, len(group), per):
+                sends.append(self._session(d, dest, group[i:i + per], tls))
+        await asyncio.gather(*sends)
+        self.wake.set()
+
+    async def _session(self, d: Dispatch, dest: Destination, jobs: list[Job], tls: str) -> None:
+        import aiosmtplib
+
+        done: set[int] = set()
+
+        async def work(client: Any) -> int:
+            for job in jobs:
+                res = await self._send_one(client, dest, job)
+                done.add(job.id)
+                self._record(d, job, res)
+                if res.code is None:
+                    break
+            return len(done)
+
+        try:
+            await self.pool.session(d.source_ip, dest, max_connections=d.max_connections,
+                                    per_connection=d.messages_per_connection, tls=tls,
+                                    work=work)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+            text = exc.message if isinstance(exc, aiosmtplib.SMTPResponseException) else str(exc)
+            for job in jobs:
+                if job.id not in done:
+                    done.add(job.id)
+                    self._record(d, job, SendResult(code, text or type(exc).__name__, False,
+                                                    dest.host))
+        for job in jobs:  # a connection lost mid-batch: the rest were never tried
+            if job.id not in done:
+                self._record(d, job, SendResult(None, "connection lost", False, dest.host))
+
+    async def _send_one(self, client: Any, dest: Destination, job: Job) -> SendResult:
+        import aiosmtplib
+
+        model = self.config.domains.get(job.sending_domain)
+        bounce = (model.return_path if model and model.return_path else job.sending_domain)
+        now = self.clock()
+        head = recipient_headers(
+            secret=self.secret, public_id=job.public_id, rid=job.id, tenant=job.tenant,
+            lane=job.lane, campaign=job.campaign, sending_domain=job.sending_domain,
+            rcpt=job.rcpt, feedback_prefix=model.feedback_id_prefix if model else None,
+            unsubscribe_base=model.unsubscribe_base_url if model else None,
+            bounce_domain=bounce, now=now)
+        message = head + job.body
+        for signer in self.signers.get(job.sending_domain, ()):
+            message = signer.sign(message, timestamp=int(now))
+        sender = verp_address(self.secret, job.public_id, job.rcpt, bounce)
+        data_started = False
+        try:
+            await client.mail(sender)
+            await client.rcpt(job.rcpt)
+            await asyncio.to_thread(self.spool.data_started, [job.id], dest.host)
+            data_started = True
+            reply = await client.data(message)
+            self.sent += 1
+            return SendResult(reply.code, reply.message, True, dest.host)
+        except aiosmtplib.SMTPResponseException as exc:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                if exc.code < 500 or not data_started:
+                    await client.rset()
+            return SendResult(exc.code, exc.message, data_started, dest.host)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return SendResult(None, str(exc) or type(exc).__name__, data_started, dest.host)
+
+    def _record(self, d: Dispatch, job: Job, res: SendResult, failed: int | None = None) -> None:
+        code = res.code if failed is None else failed
+        result = Result(id=job.id, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
+                        code=code, text=res.text, data_completed=res.data_started)
+        info = {job.id: {"code": code, "response": res.text[:500], "pool": d.pool,
+                         "source_ip": d.source_ip, "provider": d.provider,
+                         "mx_host": res.mx_host or None}}
+        self.apply(self.scheduler.record(result, self.clock()), info)

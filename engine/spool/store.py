@@ -1,0 +1,373 @@
+"""The durable spool: SQLite (WAL, ``synchronous=NORMAL``) holding messages, bodies,
+recipients, attempts, suppressions and the ``outbox`` of events.
+
+Owns every write to the spool database. Each state change and its event are written in
+ONE transaction (so nothing is lost and nothing emitted twice); transitions are checked
+against ``engine.spool.states``. Crash recovery runs on open. It does not decide policy
+(that is ``engine.policy``) and does not talk SMTP or HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InputError, StateError
+from engine.events import Event
+from engine.spool.states import check_transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bodies (hash TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  id INTEGER PRIMARY KEY, public_id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+  lane TEXT NOT NULL, campaign TEXT, idem_key TEXT NOT NULL, request_hash TEXT NOT NULL,
+  sending_domain TEXT NOT NULL, mail_from TEXT NOT NULL, body_hash TEXT NOT NULL
+    REFERENCES bodies(hash),
+  created REAL NOT NULL, expires REAL, UNIQUE (tenant, idem_key));
+CREATE TABLE IF NOT EXISTS recipients (
+  id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL REFERENCES messages(id),
+  rcpt TEXT NOT NULL, domain TEXT NOT NULL, state TEXT NOT NULL,
+  ambiguous INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  next_at REAL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS recipients_state ON recipients(state);
+CREATE TABLE IF NOT EXISTS attempts (
+  id INTEGER PRIMARY KEY, recipient_id INTEGER NOT NULL REFERENCES recipients(id),
+  n INTEGER NOT NULL, started REAL NOT NULL, pool TEXT, source_ip TEXT, mx_host TEXT,
+  data_started INTEGER NOT NULL DEFAULT 0, code INTEGER, response TEXT, finished REAL);
+CREATE INDEX IF NOT EXISTS attempts_open ON attempts(recipient_id) WHERE finished IS NULL;
+CREATE TABLE IF NOT EXISTS suppressions (
+  tenant TEXT NOT NULL, address TEXT NOT NULL, reason TEXT, ts REAL NOT NULL,
+  PRIMARY KEY (tenant, address));
+CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT, event TEXT NOT NULL);
+"""
+
+
+class IdempotencyConflict(StateError):
+    """The Idempotency-Key was used before with another request body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The result of ``Spool.accept``: the public id and whether it was new."""
+
+    public_id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A recipient the policy core should hold (``next_at``: not before, for retries)."""
+
+    id: int
+    lane: str
+    tenant: str
+    sending_domain: str
+    domain: str
+    next_at: float | None
+    expires: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything the delivery side needs to send one recipient."""
+
+    id: int
+    public_id: str
+    tenant: str
+    lane: str
+    campaign: str | None
+    sending_domain: str
+    mail_from: str
+    rcpt: str
+    domain: str
+    attempts: int
+    body: bytes
+    created: float
+
+
+class Spool:
+    """One spool database. Thread-safe through one lock; meant for one engine process."""
+
+    def __init__(self, path: str | Path, *, run_id: str = "", source: str = "live",
+                 clock: Callable[[], float] = time.time, recover: bool = True) -> None:
+        self.path = Path(path)
+        self.run_id = run_id
+        self.source = source
+        self.clock = clock
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(str(self.path), isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        self.recovered: dict[str, int] = {}
+        if recover:
+            self.recovered = self.recover()
+
+    def close(self) -> None:
+        """Close the database (checkpointing the WAL)."""
+        with self._lock:
+            self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    # -- events -----------------------------------------------------------------------------
+    def _emit(self, db: sqlite3.Connection, tenant: str | None, **fields: Any) -> None:
+        fields.setdefault("ts", self.clock())
+        ev = Event(source=self.source, run_id=self.run_id, tenant=tenant, **fields)
+        data = {k: v for k, v in asdict(ev).items() if v is not None and k != "seq"}
+        db.execute("INSERT INTO outbox (tenant, event) VALUES (?, ?)",
+                    (tenant, json.dumps(data, separators=(",", ":"))))
+
+    def emit(self, *, tenant: str | None = None, **fields: Any) -> None:
+        """Write one event that changes no recipient (breaker, automation, ...)."""
+        with self.tx() as db:
+            self._emit(db, tenant, **fields)
+
+    def events_after(self, after: int, *, tenant: str | None = None,
+                     limit: int = 1000) -> list[Event]:
+        """Outbox events with ``seq > after`` (of one tenant when given), oldest first."""
+        q = "SELECT seq, event FROM outbox WHERE seq > ?"
+        args: list[Any] = [after]
+        if tenant is not None:
+            q += " AND tenant = ?"
+            args.append(tenant)
+        q += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self.db.execute(q, args).fetchall()
+        return [Event(seq=seq, **json.loads(data)) for seq, data in rows]
+
+    # -- intake -----------------------------------------------------------------------------
+    def accept(self, *, tenant: str, idem_key: str, request: bytes, lane: str,
+               campaign: str | None, sending_domain: str, mail_from: str,
+               recipients: Iterable[str], body: bytes, expires: float | None = None,
+               max_active: int | None = None) -> Accepted:
+        """Store one message and its recipients durably (committed before returning).
+
+        Same tenant + ``idem_key`` + same ``request`` bytes returns the first id; another
+        request under that key raises ``IdempotencyConflict``; more than ``max_active``
+        live recipients in the spool raises ``InputError`` (the caller answers 429).
+        """
+        rhash = hashlib.sha256(request).hexdigest()
+        bhash = hashlib.sha256(body).hexdigest()
+        rcpts = list(dict.fromkeys(r.strip() for r in recipients))
+        if not rcpts:
+            raise InputError("a message needs at least one recipient")
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT public_id, request_hash FROM messages WHERE tenant=? AND "
+                             "idem_key=?", (tenant, idem_key)).fetchone()
+            if row is not None:
+                if row[1] != rhash:
+                    raise IdempotencyConflict(
+                        f"Idempotency-Key {idem_key!r} was used with another request")
+                return Accepted(row[0], False)
+            if max_active is not None and self._active(db) + len(rcpts) > max_active:
+                raise InputError("spool is full")
+            db.execute("INSERT OR IGNORE INTO bodies VALUES (?, ?)", (bhash, body))
+            public_id = "m_" + secrets.token_hex(12)
+            cur = db.execute(
+                "INSERT INTO messages (public_id, tenant, lane, campaign, idem_key, request_hash,"
+                " sending_domain, mail_from, body_hash, created, expires)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (public_id, tenant, lane, campaign, idem_key, rhash, sending_domain, mail_from,
+                 bhash, now, expires))
+            mid = cur.lastrowid
+            for rcpt in rcpts:
+                domain = rcpt.rsplit("@", 1)[-1].lower()
+                db.execute("INSERT INTO recipients (message_id, rcpt, domain, state, updated)"
+                           " VALUES (?,?,?,?,?)", (mid, rcpt, domain, "queued", now))
+                self._emit(db, tenant, event="enqueued", message_id=public_id, recipient=rcpt,
+                           sending_domain=sending_domain, lane=lane, campaign=campaign,
+                           state="queued", enqueued_ts=now, ts=now)
+        return Accepted(public_id, True)
+
+    @staticmethod
+    def _active(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM recipients WHERE state IN "
+                              "('queued','scheduled','in_flight','deferred')").fetchone()[0])
+
+    def active(self) -> int:
+        """Live recipients (queued, scheduled, in flight, deferred)."""
+        with self._lock:
+            return self._active(self.db)
+
+    def message(self, public_id: str, tenant: str) -> dict[str, Any] | None:
+        """A message and its recipients' states, or None (unknown or another tenant's)."""
+        with self._lock:
+            row = self.db.execute("SELECT id, lane, campaign, sending_domain, created FROM "
+                                  "messages WHERE public_id=? AND tenant=?",
+                                  (public_id, tenant)).fetchone()
+            if row is None:
+                return None
+            rcpts = self.db.execute("SELECT rcpt, state, ambiguous, attempts FROM recipients "
+                                    "WHERE message_id=? ORDER BY id", (row[0],)).fetchall()
+        return {"id": public_id, "lane": row[1], "campaign": row[2], "sending_domain": row[3],
+                "created": row[4],
+                "recipients": [{"address": r, "state": s, "ambiguous": bool(a), "attempts": n}
+                               for r, s, a, n in rcpts]}
+
+    # -- suppression ------------------------------------------------------------------------
+    def suppress(self, tenant: str, address: str, reason: str) -> bool:
+        """Add ``address`` to ``tenant``'s suppression list; True if it was new."""
+        address = address.strip().lower()
+        with self.tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO suppressions VALUES (?,?,?,?)",
+                             (tenant, address, reason, self.clock()))
+            if cur.rowcount:
+                self._emit(db, tenant, event="unsubscribe" if reason == "unsubscribe"
+                           else "suppressed", recipient=address, reason=reason)
+            return bool(cur.rowcount)
+
+    def is_suppressed(self, tenant: str, address: str) -> bool:
+        """True when ``address`` is on ``tenant``'s (or the global ``*``) suppression list."""
+        with self._lock:
+            row = self.db.execute("SELECT 1 FROM suppressions WHERE address=? AND tenant IN "
+                                  "(?, '*')", (address.strip().lower(), tenant)).fetchone()
+        return row is not None
+
+    # -- delivery side ----------------------------------------------------------------------
+    def take_pending(self, limit: int = 10_000) -> list[Pending]:
+        """Queued recipients (up to ``limit``), moved to ``scheduled`` in one transaction."""
+        with self.tx() as db:
+            rows = db.execute(
+                "SELECT r.id, m.lane, m.tenant, m.sending_domain, r.domain, r.next_at, m.expires"
+                " FROM recipients r JOIN messages m ON m.id = r.message_id"
+                " WHERE r.state='queued' ORDER BY r.id LIMIT ?", (limit,)).fetchall()
+            db.executemany("UPDATE recipients SET state='scheduled' WHERE id=?",
+                           [(r[0],) for r in rows])
+        return [Pending(*r) for r in rows]
+
+    def job(self, rid: int) -> Job:
+        """The sendable form of recipient ``rid``. Raises ``StateError`` if unknown."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT r.id, m.public_id, m.tenant, m.lane, m.campaign, m.sending_domain,"
+                " m.mail_from, r.rcpt, r.domain, r.attempts, b.data, m.created"
+                " FROM recipients r JOIN messages m ON m.id=r.message_id"
+                " JOIN bodies b ON b.hash=m.body_hash WHERE r.id=?", (rid,)).fetchone()
+        if row is None:
+            raise StateError(f"unknown recipient {rid}")
+        return Job(*row)
+
+    def state(self, rid: int) -> tuple[str, bool]:
+        """(state, ambiguous) of recipient ``rid``."""
+        with self._lock:
+            row = self.db.execute("SELECT state, ambiguous FROM recipients WHERE id=?",
+                                  (rid,)).fetchone()
+        if row is None:
+            raise StateError(f"unknown recipient {rid}")
+        return row[0], bool(row[1])
+
+    def start_attempts(self, ids: Iterable[int], *, pool: str, source_ip: str) -> None:
+        """Mark recipients ``in_flight`` and open an attempt row each (one transaction)."""
+        now = self.clock()
+        with self.tx() as db:
+            for rid in ids:
+                self._move(db, rid, "in_flight", now)
+                db.execute("UPDATE recipients SET attempts=attempts+1 WHERE id=?", (rid,))
+                db.execute("INSERT INTO attempts (recipient_id, n, started, pool, source_ip)"
+                           " SELECT id, attempts, ?, ?, ? FROM recipients WHERE id=?",
+                           (now, pool, source_ip, rid))
+
+    def data_started(self, rids: Iterable[int], mx_host: str) -> None:
+        """Record that DATA is about to complete for these recipients' open attempts: after a
+        crash they are ambiguous, never silently resent."""
+        with self.tx() as db:
+            db.executemany("UPDATE attempts SET data_started=1, mx_host=? WHERE finished IS NULL"
+                           " AND recipient_id=?", [(mx_host, r) for r in rids])
+
+    def finish(self, rid: int, new_state: str, *, event: str | None, code: int | None = None,
+               response: str | None = None, next_at: float | None = None,
+               ambiguous: bool = False, **fields: Any) -> None:
+        """Close the open attempt, move the recipient, emit its event: one transaction."""
+        now = self.clock()
+        with self.tx() as db:
+            db.execute("UPDATE attempts SET code=?, response=?, finished=? WHERE "
+                       "recipient_id=? AND finished IS NULL", (code, response, now, rid))
+            self._move(db, rid, new_state, now, next_at=next_at, ambiguous=ambiguous)
+            if event is not None:
+                self._emit_for(db, rid, event, now, smtp_code=code, response=response,
+                               state=new_state, **fields)
+
+    def _move(self, db: sqlite3.Connection, rid: int, new: str, now: float,
+              next_at: float | None = None, ambiguous: bool = False) -> None:
+        row = db.execute("SELECT state FROM recipients WHERE id=?", (rid,)).fetchone()
+        if row is None:
+            raise StateError(f"unknown recipient {rid}")
+        check_transition(row[0], new)
+        db.execute("UPDATE recipients SET state=?, next_at=?, updated=?, ambiguous=max("
+                   "ambiguous, ?) WHERE id=?", (new, next_at, now, int(ambiguous), rid))
+
+    def _emit_for(self, db: sqlite3.Connection, rid: int, event: str, now: float,
+                  **fields: Any) -> None:
+        row = db.execute(
+            "SELECT m.tenant, m.public_id, r.rcpt, m.sending_domain, m.lane, m.campaign,"
+            " r.attempts, m.created FROM recipients r JOIN messages m ON m.id=r.message_id"
+            " WHERE r.id=?", (rid,)).fetchone()
+        tenant, public_id, rcpt, sdom, lane, campaign, attempts, created = row
+        self._emit(db, tenant, event=event, ts=now, message_id=public_id, recipient=rcpt,
+                   sending_domain=sdom, lane=lane, campaign=campaign, attempt=attempts,
+                   enqueued_ts=created, **{k: v for k, v in fields.items() if v is not None})
+
+    def move(self, rid: int, new_state: str, *, event: str | None = None,
+             next_at: float | None = None, **fields: Any) -> None:
+        """Move a recipient (checked) and emit its event, in one transaction."""
+        now = self.clock()
+        with self.tx() as db:
+            self._move(db, rid, new_state, now, next_at=next_at)
+            if event is not None:
+                self._emit_for(db, rid, event, now, state=new_state, **fields)
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Crash recovery: scheduled/deferred/in-flight -> queued, except in-flight ones whose
+        DATA was under way, which become ambiguous dead letters. Returns counts."""
+        now = self.clock()
+        counts = {"requeued": 0, "ambiguous": 0}
+        with self.tx() as db:
+            rows = db.execute("SELECT r.id, r.state, a.data_started FROM recipients r LEFT JOIN "
+                              "attempts a ON a.recipient_id=r.id AND a.finished IS NULL WHERE "
+                              "r.state IN ('scheduled','deferred','in_flight')").fetchall()
+            for rid, state, data_started in rows:
+                if state == "in_flight" and data_started:
+                    db.execute("UPDATE attempts SET finished=?, response=? WHERE recipient_id=?"
+                               " AND finished IS NULL", (now, "no reply: engine stopped", rid))
+                    self._move(db, rid, "dead_lettered", now, ambiguous=True)
+                    self._emit_for(db, rid, "ambiguous", now, state="dead_lettered",
+                                   reason="DATA completed without a reply before a crash: "
+                                   "possible duplicate, not resent")
+                    counts["ambiguous"] += 1
+                    continue
+                if state == "in_flight":
+                    db.execute("UPDATE attempts SET finished=?, response=? WHERE recipient_id=?"
+                               " AND finished IS NULL", (now, "interrupted before DATA", rid))
+                next_at = None
+                if state == "deferred":
+                    next_at = db.execute("SELECT next_at FROM recipients WHERE id=?",
+                                         (rid,)).fetchone()[0]
+                self._move(db, rid, "queued", now, next_at=next_at)
+                counts["requeued"] += 1
+        return counts
