@@ -1,0 +1,444 @@
+"""The SimPy world: provider models, IP pools, sending domains and the engine's Scheduler.
+
+Owns ``World``: it loads the scenario's lab config and policy, builds one
+``engine.policy.Scheduler`` (the class itself, imported, never copied) and one
+``sim.providers.ProviderModel`` per provider, draws the audience, and runs ONE SimPy driver
+process that sleeps until the next arrival slice, ``scheduler.next_wakeup()`` or the next
+model consequence, then: forwards feedback, calls ``tick``, takes ``due`` dispatches,
+plays each through the provider model (one session per ``messages_per_connection`` chunk)
+and ``record``s every reply. Incidents are a few more processes (``sim.incidents``).
+Events are kept column-wise and become a polars frame at the end.
+
+Randomness: ``SeedSequence(seed).spawn(6)`` -> audience, traffic, providers, scheduler,
+incidents, spare; two policies run on the same streams see the same list and arrivals.
+Must not touch anything under ``engine/`` or ``sim/providers`` beyond their public API.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import simpy
+
+from engine.config import load_config
+from engine.config.lab import LabConfig, LoadedPolicy
+from engine.config.loader import load_policy
+from engine.errors import ConfigError
+from engine.policy import (
+    AutomationChange,
+    BreakerChange,
+    DeadLetter,
+    Decision,
+    Delivered,
+    Expire,
+    Result,
+    Retry,
+    Scheduler,
+    Signal,
+    Suppress,
+)
+from engine.policy.classify import Classifier
+from engine.policy.params import PolicyParams
+from engine.profiles import load_profiles
+from sim.audience import AudienceTable, build
+from sim.feedback import FeedbackRouter
+from sim.incidents import IncidentState, install_brownouts, start_incidents
+from sim.providers import MessageFacts, ProviderModel, load_params, netblock_of
+from sim.providers.facts import Consequence, Reply
+from sim.scenario import Incident, Scenario
+from sim.traffic import Traffic
+
+DAY = 86400.0
+MIN_GAP_S = 1.0  # the driver never wakes more often than once a simulated second
+_EV_COLS = ("ts", "event", "message_id", "recipient", "provider", "pool", "source_ip",
+            "lane", "tenant", "sending_domain", "campaign", "attempt", "smtp_code",
+            "enhanced_code", "response", "category", "action", "rule", "state", "reason",
+            "enqueued_ts", "detail")
+_STR_COLS = tuple(c for c in _EV_COLS if c not in ("ts", "enqueued_ts", "attempt", "smtp_code"))
+
+
+@dataclass(slots=True)
+class Events:
+    """Event columns as plain lists (appended per decision, framed once at the end)."""
+
+    cols: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _EV_COLS})
+    enabled: bool = True
+    n: int = 0
+
+    def add(self, **values: Any) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        for name, col in self.cols.items():
+            col.append(values.get(name))
+
+
+def load_lab(scenario: Scenario) -> tuple[LabConfig, PolicyParams]:
+    """The lab config with every pool on the scenario's policy, resolved for the core."""
+    profiles = load_profiles()
+    lab = load_config(scenario.lab, profiles=profiles)
+    if scenario.policy is not None:
+        file = str(scenario.policy)
+        model = load_policy(scenario.policy, profiles=profiles)
+        lab = LabConfig(file=lab.file, name=lab.name, tenants=lab.tenants, domains=lab.domains,
+                        pools=lab.pools, routes=lab.routes, shaping=lab.shaping,
+                        policies={file: LoadedPolicy(file, model)},
+                        pool_policy=dict.fromkeys(lab.pools, file), default_policy=file,
+                        profiles=lab.profiles)
+    else:
+        first = lab.default_policy or next(iter(lab.policies))
+        lab = LabConfig(file=lab.file, name=lab.name, tenants=lab.tenants, domains=lab.domains,
+                        pools=lab.pools, routes=lab.routes, shaping=lab.shaping,
+                        policies={first: lab.policies[first]},
+                        pool_policy=dict.fromkeys(lab.pools, first), default_policy=first,
+                        profiles=lab.profiles)
+    return lab, lab.policy_params(None, profiles)
+
+
+class World:
+    """One simulated run. ``run()`` returns the event frame; ``summary()`` the figures."""
+
+    def __init__(self, scenario: Scenario, seed: int, *, run_id: str | None = None,
+                 keep_events: bool = True,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.run_id = run_id or f"{scenario.name}-{seed}"
+        self.progress = progress
+        self.lab, self.params = load_lab(scenario)
+        ss = np.random.SeedSequence(seed).spawn(6)
+        self.rng_audience = np.random.default_rng(ss[0])
+        self.rng_traffic = np.random.default_rng(ss[1])
+        prov_seed = int(ss[2].generate_state(1)[0])
+        sched_seed = int(ss[3].generate_state(1)[0])
+        self.start = scenario.start
+        profiles = self.params.providers
+        self.classifier = Classifier(profiles)
+        self.scheduler = Scheduler(self.params, random.Random(sched_seed),
+                                   classify=self.classifier.classify)
+        names = list(dict.fromkeys([*scenario.audience.mix, "generic"]))
+        self.models: dict[str, ProviderModel] = {}
+        domains: dict[str, str] = {}
+        for k, name in enumerate(names):
+            if name not in profiles:
+                raise ConfigError(scenario.file, f"audience.mix.{name}",
+                                  f"unknown provider (known: {', '.join(sorted(profiles))})")
+            mp = load_params(name)
+            self.models[name] = ProviderModel(mp, random.Random(prov_seed + k), start=self.start)
+            domains[name] = mp.domains[0] if mp.domains else f"{name}.example"
+        install_brownouts(self.models, scenario.incidents)
+        self.pool_ips = {p: spec.source_ips for p, spec in self.params.pools.items()}
+        self._age_ips()
+        self.audience: AudienceTable = build(scenario.audience, domains, self.rng_audience,
+                                             self.start)
+        for s in scenario.streams:
+            if s.sending_domain not in self.lab.domains:
+                raise ConfigError(scenario.file, "traffic.sending_domain",
+                                  f"{s.sending_domain!r} is not a domain of {self.lab.file}")
+            if s.tenant not in self.lab.tenants:
+                raise ConfigError(scenario.file, "traffic.tenant",
+                                  f"{s.tenant!r} is not a tenant of {self.lab.file}")
+        self.traffic = Traffic(scenario.streams, len(self.audience), self.rng_traffic,
+                               self.start)
+        self.feedback = FeedbackRouter({n: m.params.fbl for n, m in self.models.items()},
+                                       self.start)
+        self.incident_state = IncidentState()
+        self.events = Events(enabled=keep_events)
+        # per message (index = message id)
+        self.m_stream: list[int] = []
+        self.m_rcpt: list[int] = []
+        self.m_enq: list[float] = []
+        self.m_prov: list[str] = []
+        self.m_pool: dict[int, str] = {}
+        self.m_addr: dict[int, str] = {}
+        self.tta: dict[str, list[float]] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+        self.codes: dict[str, int] = {}
+        self.transitions: dict[str, int] = {"breaker": 0, "automation": 0}
+        self.warm_delivered = 0
+        self.listed: dict[tuple[str, str], float] = {}
+        self.env = simpy.Environment()
+        self.wakeups = 0
+
+    # -- setup ---------------------------------------------------------------------------
+    def _age_ips(self) -> None:
+        for pool, spec in self.params.pools.items():
+            if spec.warmup_start is not None:
+                days = max(0.0, (self.start - spec.warmup_start) / DAY)
+            else:
+                days = self.scenario.ip_age_days.get(pool, 365.0)
+            for ip in spec.source_ips:
+                for m in self.models.values():
+                    m.set_ip_age(ip, days, self.start)
+
+    def _count(self, provider: str, what: str, n: int = 1) -> None:
+        c = self.counts.setdefault(provider, {})
+        c[what] = c.get(what, 0) + n
+
+    # -- the driver ----------------------------------------------------------------------
+    def run(self) -> pl.DataFrame:
+        """Run the scenario to its end; returns the event frame (shared schema)."""
+        start_incidents(self.env, self.scenario.incidents, self.start, self.models,
+                        self.pool_ips, self.incident_state, self._incident_event)
+        self.env.process(self._driver())
+        self.env.run(until=self.scenario.duration_s)
+        return self.frame() if self.events.enabled else pl.DataFrame()
+
+    def _driver(self) -> Any:
+        sc = self.scenario
+        next_slice = 0.0
+        last_progress = -1.0
+        while True:
+            rel = self.env.now
+            now = self.start + rel
+            while next_slice <= rel:
+                self._arrivals(next_slice, next_slice + sc.step_s)
+                next_slice += sc.step_s
+            self._pump(now)
+            self.wakeups += 1
+            cands = [next_slice]
+            w = self.scheduler.next_wakeup()
+            if w is not None:
+                cands.append(w - self.start)
+            for m in self.models.values():
+                t = m.next_due()
+                if t is not None:
+                    cands.append(t - self.start)
+            cands.append(self.feedback.next_report - self.start)
+            nxt = max(min(cands), rel + MIN_GAP_S)
+            if self.progress is not None and rel - last_progress >= sc.duration_s / 200:
+                last_progress = rel
+                self.progress(min(1.0, rel / sc.duration_s))
+            yield self.env.timeout(nxt - rel)
+
+    def _arrivals(self, t0: float, t1: float) -> None:
+        sched = self.scheduler
+        aud = self.audience
+        at_abs = self.start + t0
+        providers = aud.providers
+        for batch in self.traffic.slice(t0, t1):
+            s = self.scenario.streams[batch.stream]
+            prov_idx = aud.provider[batch.recipients]
+            kinds = aud.kind[batch.recipients]
+            for r, p, k in zip(batch.recipients.tolist(), prov_idx.tolist(), kinds.tolist(),
+                               strict=True):
+                mid = len(self.m_stream)
+                prov = "generic" if k == 7 else providers[p]
+                self.m_stream.append(batch.stream)
+                self.m_rcpt.append(r)
+                self.m_enq.append(at_abs)
+                self.m_prov.append(prov)
+                sched.submit(mid, lane=s.lane, tenant=s.tenant,  # type: ignore[arg-type]
+                             sending_domain=s.sending_domain, now=at_abs, provider=prov)
+                self._count(prov, "messages")
+                if self.events.enabled:
+                    self.events.add(ts=at_abs, event="enqueued", message_id=str(mid),
+                                    provider=prov, lane=s.lane, tenant=s.tenant,
+                                    sending_domain=s.sending_domain, campaign=s.campaign,
+                                    enqueued_ts=at_abs)
+
+    def _pump(self, now: float) -> None:
+        sched = self.scheduler
+        for m in self.models.values():
+            for c in m.due(now):
+                self._consequence(c, now)
+        self._check_listings(now)
+        for sig in self.feedback.due(now):
+            self._decisions(sched.feedback(sig, now), now)
+        self._decisions(sched.tick(now), now)
+        for d in sched.due(now):
+            self._deliver(d, now)
+        self._decisions(sched.tick(now), now)
+
+    # -- delivery ------------------------------------------------------------------------
+    def _deliver(self, d: Any, now: float) -> None:
+        sched = self.scheduler
+        model = self.models[d.provider]
+        dom = self.lab.domains[d.sending_domain]
+        mail_from = f"bounce@{dom.return_path or d.sending_domain}"
+        dkim = None if d.sending_domain in self.incident_state.dkim_broken else d.sending_domain
+        s_idx_lane = d.lane
+        ids = d.ids
+        mpc = max(1, d.messages_per_connection)
+        dns_down = d.provider in self.incident_state.dns_down
+        for c0 in range(0, len(ids), mpc):
+            chunk = ids[c0:c0 + mpc]
+            if dns_down:
+                for mid in chunk:
+                    self.m_pool[mid] = d.pool
+                    res = Result(id=mid, pool=d.pool, source_ip=d.source_ip,
+                                 provider=d.provider, code=None, text="DNS lookup failed")
+                    self._decisions(sched.record(res, now), now, res)
+                continue
+            session, greet = model.connect(now, d.source_ip, tls=True)
+            refused: Reply | None = greet if greet.code >= 400 else None
+            if refused is None:
+                model.helo(session, now, "sim.inboxlab.example")
+            for mid in chunk:
+                self.m_pool[mid] = d.pool
+                reply = refused
+                rcpt = self.audience.address(self.m_rcpt[mid], now)
+                self.m_addr[mid] = rcpt
+                if reply is None:
+                    r = model.mail(session, now, mail_from)
+                    if r.code >= 400:
+                        reply = r
+                if reply is None:
+                    r = model.rcpt(session, now, rcpt)
+                    if r.code >= 400:
+                        reply = r
+                if reply is None:
+                    facts = MessageFacts(mail_from=mail_from, recipients=(rcpt,),
+                                         message_id=f"<{mid}@{d.sending_domain}>",
+                                         dkim_domain=dkim, spf_domain=dom.return_path,
+                                         spf_pass=True, from_domain=d.sending_domain,
+                                         lane=s_idx_lane, ref=str(mid))
+                    reply = model.data(session, now, facts).reply
+                    model.reset(session)
+                if reply.code >= 400:
+                    key = f"{d.provider} {reply.code} {reply.enhanced}".strip()
+                    self.codes[key] = self.codes.get(key, 0) + 1
+                res = Result(id=mid, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
+                             code=reply.code, text=reply.line())
+                self._decisions(sched.record(res, now), now, res)
+            model.close(session, now)
+
+    # -- decisions and feedback -------------------------------------------------------------
+    def _decisions(self, decisions: list[Decision], now: float,
+                   res: Result | None = None) -> None:
+        ev = self.events
+        for dec in decisions:
+            if isinstance(dec, (BreakerChange, AutomationChange)):
+                self.transitions[dec.event_name] += 1
+                state = dec.to_state if isinstance(dec, BreakerChange) else dec.state
+                ev.add(ts=dec.at, event=dec.event_name, provider=dec.provider, pool=dec.pool,
+                       state=state, reason="; ".join(dec.reasons),
+                       rule=dec.rule if isinstance(dec, AutomationChange) else None,
+                       detail={"factor": round(dec.factor, 6)})
+                continue
+            mid = dec.id
+            prov = self.m_prov[mid]
+            stream = self.scenario.streams[self.m_stream[mid]]
+            pool = self.m_pool.get(mid)
+            common = {"message_id": str(mid), "provider": prov, "pool": pool,
+                      "lane": stream.lane, "tenant": stream.tenant,
+                      "sending_domain": stream.sending_domain, "campaign": stream.campaign,
+                      "enqueued_ts": self.m_enq[mid], "recipient": self.m_addr.get(mid)}
+            if res is not None and res.id == mid:
+                common["source_ip"] = res.source_ip
+                common["smtp_code"] = res.code
+                if res.text:
+                    common["response"] = res.text
+                    parts = res.text.split(" ", 2)
+                    if len(parts) > 1 and parts[1][:1].isdigit() and "." in parts[1]:
+                        common["enhanced_code"] = parts[1]
+            reason = "; ".join(dec.reasons)
+            if isinstance(dec, Delivered):
+                self._count(prov, "delivered")
+                self.tta.setdefault(stream.lane, []).append(dec.at - self.m_enq[mid])
+                spec = self.params.pools.get(pool or "")
+                if spec is not None and spec.warmup is not None:
+                    self.warm_delivered += 1
+                ev.add(ts=dec.at, event="delivered", reason=reason, **common)
+            elif isinstance(dec, Retry):
+                self._count(prov, "deferred")
+                ev.add(ts=now, event="deferred", attempt=dec.attempt, reason=reason,
+                       detail={"retry_at": round(dec.at, 3)}, **common)
+            elif isinstance(dec, Suppress):
+                self._count(prov, "bounced")
+                ev.add(ts=dec.at, event="bounced", action="suppress_recipient", reason=reason,
+                       **common)
+            elif isinstance(dec, DeadLetter):
+                self._count(prov, "bounced" if res is not None else "dead_lettered")
+                ev.add(ts=dec.at, event="dead_lettered", reason=reason, **common)
+            elif isinstance(dec, Expire):
+                self._count(prov, "expired")
+                ev.add(ts=dec.at, event="expired", state=dec.state, reason=reason, **common)
+            else:
+                self._count(prov, dec.event_name)
+                ev.add(ts=dec.at, event=dec.event_name, reason=reason, **common)
+
+    def _consequence(self, c: Consequence, now: float) -> None:
+        mid = int(c.ref) if c.ref.isdigit() else -1
+        pool = self.m_pool.get(mid, "")
+        common = {"message_id": str(mid) if mid >= 0 else None, "provider": c.provider,
+                  "pool": pool, "source_ip": c.source_ip, "recipient": c.recipient}
+        sig: Signal | None = None
+        if c.kind == "complaint":
+            self._count(c.provider, "complaints")
+            sig = self.feedback.complaint(pool, c.provider) if pool else None
+            self.events.add(ts=c.at, event="complaint", detail={"reported": sig is not None},
+                            **common)
+        elif c.kind == "bounce":
+            self._count(c.provider, "async_bounces")
+            sig = self.feedback.bounce(pool, c.provider, c.status) if pool else None
+            self.events.add(ts=c.at, event="bounced", enhanced_code=c.status,
+                            response=c.text, detail={"async": True}, **common)
+        elif c.kind == "engagement":
+            self._count(c.provider, "engagements")
+            self.events.add(ts=c.at, event="engagement", **common)
+        else:
+            self._count(c.provider, "trap_hits")
+            self.events.add(ts=c.at, event="trap_hit", **common)
+        if sig is not None:
+            self._decisions(self.scheduler.feedback(sig, now), now)
+
+    def _check_listings(self, now: float) -> None:
+        """A blocklist monitor: a new listing of one of our /24s becomes an incident
+        event and an incident signal to every pool x provider using that /24."""
+        for name, m in self.models.items():
+            for nb, until in m.listed_until.items():
+                if self.listed.get((name, nb)) == until or until <= now:
+                    continue
+                self.listed[(name, nb)] = until
+                self.events.add(ts=now, event="incident", provider=name,
+                                reason=f"{nb} listed until {until:.0f}",
+                                detail={"netblock": nb, "until": until})
+                for pool, ips in self.pool_ips.items():
+                    if any(netblock_of(ip) == nb for ip in ips):
+                        sig = Signal(kind="incident", pool=pool, provider=name,
+                                     reason=f"DNSBL listing of {nb}")
+                        self._decisions(self.scheduler.feedback(sig, now), now)
+
+    def _incident_event(self, at: float, inc: Incident, phase: str) -> None:
+        self.events.add(ts=at, event="incident", provider=inc.provider, pool=inc.pool,
+                        sending_domain=inc.sending_domain, state=phase,
+                        reason=f"{inc.kind} {phase}", detail={"kind": inc.kind})
+
+    # -- output --------------------------------------------------------------------------
+    def frame(self) -> pl.DataFrame:
+        """The events so far in the shared schema (sorted by time, stable)."""
+        from engine.eventio import events_frame
+
+        cols = dict(self.events.cols)
+        n = len(cols["ts"])
+        cols["detail"] = [None if d is None else _json(d) for d in cols["detail"]]
+        df = pl.DataFrame(cols, schema_overrides={
+            "ts": pl.Float64, "enqueued_ts": pl.Float64, "attempt": pl.Int64,
+            "smtp_code": pl.Int64, **{c: pl.Utf8 for c in _STR_COLS}}, strict=False)
+        df = df.with_columns(pl.Series("seq", np.arange(n, dtype=np.int64)))
+        df = df.sort(["ts", "seq"], maintain_order=True).with_columns(
+            pl.Series("seq", np.arange(n, dtype=np.int64)),
+            pl.lit("sim").alias("source"), pl.lit(self.run_id).alias("run_id"),
+            pl.lit(self.params.version).alias("policy_version"),
+            pl.lit(self.scenario.name).alias("scenario"), pl.lit(self.seed).alias("seed"),
+            pl.col("recipient").str.split("@").list.last().alias("recipient_domain"))
+        return events_frame(df)
+
+    def summary(self) -> dict[str, Any]:
+        """Figures of the run (see ``sim.run.summarise``)."""
+        from sim.run import summarise
+
+        return summarise(self)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+

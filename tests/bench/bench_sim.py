@@ -1,0 +1,60 @@
+"""Benchmark: the batched SimPy world vs a naive one-process-per-message SimPy model.
+
+Both run the same warmup traffic (6 providers, 8 IPs). The naive model spawns one SimPy
+process per message that waits for its arrival, draws an outcome and records it; ours is
+``sim.world.World`` on the warmup-30d scenario (real policy core and provider models).
+Prints simulated messages per second of each and the ratio. Run:
+    .venv/bin/python tests/bench/bench_sim.py [MESSAGES]
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import numpy as np
+import simpy
+
+from sim.run import run_scenario
+from sim.scenario import load_scenario
+
+
+def naive(n: int, seed: int = 1) -> float:
+    rng = np.random.default_rng(seed)
+    env = simpy.Environment()
+    arrivals = np.sort(rng.uniform(0, 30 * 86400, n))
+    stats = {"ok": 0, "defer": 0}
+
+    def message(t: float, u: float) -> simpy.events.Event:
+        yield env.timeout(t)
+        if u < 0.05:
+            yield env.timeout(300)
+            stats["defer"] += 1
+        stats["ok"] += 1
+
+    t0 = time.perf_counter()
+    for t, u in zip(arrivals.tolist(), rng.random(n).tolist(), strict=True):
+        env.process(message(t, u))
+    env.run()
+    return n / (time.perf_counter() - t0)
+
+
+def ours(target: int) -> tuple[float, int, float]:
+    base = load_scenario("warmup-30d")
+    per_day = sum(s.rate_per_hour for s in base.streams) * 24 or 1.0
+    scale = target / (per_day * 30)
+    t0 = time.perf_counter()
+    summary = run_scenario(load_scenario("warmup-30d", scale=scale), 1, None, keep_events=False)
+    wall = time.perf_counter() - t0
+    return summary["messages"] / wall, summary["messages"], wall
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    nv = naive(min(n, 200_000))
+    rate, msgs, wall = ours(n)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"naive one-process-per-message: {nv:,.0f} simulated msgs/s")
+    print(f"batched world (warmup-30d, {msgs:,} msgs): {rate:,.0f} msgs/s, {wall:.1f} s wall")
+    print(f"ratio ours/naive: {rate / nv:.2f}x   peak RSS {rss:,.0f} MB")
