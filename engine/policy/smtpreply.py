@@ -1,0 +1,136 @@
+"""Parse an SMTP reply as it reaches us: basic code, enhanced status code, flat text.
+
+Owns the textual forms a reply arrives in: single and multi-line replies
+(``421-4.7.28 ...`` continuation lines), ``smtp;`` / ``Diagnostic-Code: smtp;`` prefixes of
+DSNs, Exchange's ``Remote Server returned '550 5.1.1 ...'``, Exim's ``... : 550 ...``, and
+Yahoo's ``[#4.16.1]`` enhanced codes. Pure string work; it never classifies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["ParsedReply", "parse_reply"]
+
+# "Diagnostic-Code: smtp; 550 ..." / "smtp;550 ..." / "X-Postfix; ..." (RFC 3464 section 2.3.6)
+_PREFIX = re.compile(
+    r"^\s*(?:diagnostic-code\s*:\s*)?(?:smtp|x-postfix|x-unix|x-local)\s*;\s*", re.IGNORECASE
+)
+_DIAG_ONLY = re.compile(r"^\s*diagnostic-code\s*:\s*", re.IGNORECASE)
+# A line that starts with a reply code: "421-4.7.28 text", "550 5.1.1 text", "421,4.7.0 text".
+_LINE_CODE = re.compile(
+    r"^\s*([2-5]\d\d)(?:[-, ]|$)\s*(?:#?([2-5]\.\d{1,3}\.\d{1,3})(?![\d.]))?\s*"
+)
+# An enhanced status code standing alone (not part of an IP address or a longer dotted number).
+_ENHANCED = re.compile(r"(?<![\d.])#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
+# A basic code followed by an enhanced code of the same class, anywhere in the text.
+_CODE_AND_ENHANCED = re.compile(
+    r"(?<![\d.])([245])(\d\d)[\s-]+#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)"
+)
+# A basic code after a colon, semicolon, quote or "said:" (Exim, Exchange, Postfix DSN texts).
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_CODE_AFTER = re.compile(
+    r"(?:[:;'\"(\[]|said:|returned|reply:)\s*([245][0-5]\d)(?=[\s\-'\"]|$)", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReply:
+    """A reply taken apart: the codes found, the flat text, and how they were found."""
+
+    code: int | None
+    enhanced: str | None
+    text: str
+    reasons: tuple[str, ...]
+
+
+def _valid_code(code: int | None) -> bool:
+    return code is not None and 200 <= code <= 599
+
+
+def parse_reply(text: str, code: int | None = None, enhanced: str | None = None) -> ParsedReply:
+    """Take ``text`` apart; ``code`` / ``enhanced`` given by the caller win over the text.
+
+    The enhanced code taken from the text is the first one of the basic code's class; when
+    none has the right class the first one found is used (Gmail prints ``421 5.7.32``).
+    """
+    reasons: list[str] = []
+    raw = text if isinstance(text, str) else str(text)
+    stripped = raw
+    head = raw[:40].lower()
+    if ";" in head or "diagnostic" in head:
+        stripped = _PREFIX.sub("", raw, count=1)
+        if stripped == raw:
+            stripped = _DIAG_ONLY.sub("", raw, count=1)
+        if stripped != raw:
+            reasons.append("stripped DSN prefix")
+    line_code: int | None = None
+    line_enh: str | None = None
+    if "\n" in stripped or "\r" in stripped:
+        lines = [ln for ln in _NEWLINES.split(stripped) if ln.strip()]
+        if len(lines) > 1:
+            reasons.append(f"joined {len(lines)} lines")
+    else:
+        lines = [stripped]
+    body_parts: list[str] = []
+    for i, line in enumerate(lines):
+        m = _LINE_CODE.match(line)
+        if m:
+            if i == 0:
+                line_code = int(m.group(1))
+                line_enh = m.group(2)
+            body_parts.append(line[m.end() :].strip())
+        else:
+            body_parts.append(line.strip())
+    body = (
+        " ".join(p for p in body_parts if p)
+        if len(body_parts) > 1
+        else body_parts[0]
+        if body_parts
+        else ""
+    )
+
+    if code is not None and not _valid_code(code):
+        reasons.append(f"ignored invalid code {code}")
+        code = None
+    if code is None:
+        if line_code is not None and _valid_code(line_code):
+            code = line_code
+            reasons.append(f"parsed code {code} from text")
+        else:
+            m2 = _CODE_AND_ENHANCED.search(stripped)
+            if m2 and m2.group(1) == m2.group(3):
+                code = int(m2.group(1) + m2.group(2))
+                reasons.append(f"found code {code} inside text")
+            else:
+                m3 = _CODE_AFTER.search(stripped)
+                if m3:
+                    code = int(m3.group(1))
+                    reasons.append(f"found code {code} inside text")
+    if enhanced is not None:
+        enh = enhanced.strip().lstrip("#")
+        if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", enh):
+            enhanced = enh
+        else:
+            reasons.append(f"ignored invalid enhanced code {enhanced!r}")
+            enhanced = None
+    if enhanced is None:
+        want = str(code)[0] if code is not None else None
+        if line_enh is not None and (want is None or line_enh[0] == want):
+            enhanced = line_enh
+        else:
+            first_any: str | None = line_enh
+            for m4 in _ENHANCED.finditer(stripped):
+                found = f"{m4.group(1)}.{int(m4.group(2))}.{int(m4.group(3))}"
+                if want is None or m4.group(1) == want:
+                    enhanced = found
+                    break
+                if first_any is None:
+                    first_any = found
+            if enhanced is None and first_any is not None:
+                enhanced = first_any
+                reasons.append(f"enhanced {first_any} disagrees with class of {code}")
+        if enhanced is not None:
+            reasons.append(f"enhanced {enhanced} from text")
+    return ParsedReply(code=code, enhanced=enhanced, text=body, reasons=tuple(reasons))
