@@ -1,7 +1,8 @@
 """The asyncio driver of the policy core: spool in, SMTP out, decisions back to the spool.
 
 Owns the loop: take pending recipients from the spool (checking suppressions) and
-``submit`` them; ``tick`` and apply decisions; ``due`` -> mark in flight -> send over pooled
+``submit`` them to the scheduler of the policy their route allows (one ``Scheduler`` per
+distinct policy file of the lab: a pool naming its own policy gets its own core); ``tick`` and apply decisions; ``due`` -> mark in flight -> send over pooled
 connections -> ``record`` -> apply each decision in ONE spool transaction. Time is the wall
 clock here; the policy core only ever sees it as an argument.
 """
@@ -19,12 +20,13 @@ from typing import Any
 
 from engine.config import LabConfig
 from engine.delivery.message import recipient_headers, verp_address
-from engine.delivery.mx import Destination, Resolver
+from engine.delivery.mx import Destination, NullMX, Resolver
 from engine.delivery.smtp import ConnectionPool, SendResult
 from engine.dkim import DkimSigner, load_signer
 from engine.errors import InputError
 from engine.policy.breaker import BreakerChange
 from engine.policy.classify import Classifier
+from engine.policy.params import PolicyParams, RouteConstraint
 from engine.policy.scheduler import (
     Ambiguous,
     DeadLetter,
@@ -37,11 +39,39 @@ from engine.policy.scheduler import (
     Scheduler,
     Suppress,
 )
+from engine.policy.windows import allowed_routes
 from engine.spool import Job, Spool
+
+_NO_POOL = "\x00none"  # a pool name no lab can define: "this group may not carry this route"
+
+
+def own_routes(params: PolicyParams, owned: frozenset[str]) -> PolicyParams:
+    """``params`` with every route constraint narrowed to the pools in ``owned``.
+
+    A policy group also holds the overflow pools of its pools (``LabConfig.policy_params``);
+    narrowing keeps those for overflow only, so the group that owns such a pool stays the
+    one that routes to it directly.
+    """
+    from dataclasses import replace
+
+    narrowed: list[RouteConstraint] = []
+    for rc in params.routes:
+        pools = tuple(p for p in (rc.pools or tuple(params.pools)) if p in owned)
+        narrowed.append(replace(rc, pools=pools or (_NO_POOL,)))
+    return replace(params, routes=tuple(narrowed))
+
+
+class Group:
+    """One policy file's scheduler and the pools that run it."""
+
+    def __init__(self, name: str, scheduler: Scheduler, owned: frozenset[str]) -> None:
+        self.name = name
+        self.scheduler = scheduler
+        self.owned = owned
 
 
 class Runner:
-    """Drives one ``Scheduler`` against one ``Spool``. ``run(stop)`` until ``stop`` is set."""
+    """Drives one ``Scheduler`` per policy against one ``Spool``. ``run(stop)`` until set."""
 
     def __init__(self, config: LabConfig, spool: Spool, *, secret: bytes,
                  resolver: Resolver | None = None, seed: int = 0,
@@ -54,8 +84,27 @@ class Runner:
         self.clock = clock
         profiles = dict(config.profiles) or load_profiles()
         self.classifier = Classifier(profiles)
-        self.scheduler = Scheduler(config.policy_params(None, profiles), random.Random(seed),
-                                   classify=self.classifier.classify)
+        self.groups: dict[str, Group] = {}
+        for pool in config.pools:
+            name = config.pool_policy[pool]
+            if name in self.groups:
+                continue
+            owned = frozenset(p for p in config.pools if config.pool_policy[p] == name)
+            params = own_routes(config.policy_params(pool, profiles), owned)
+            sched = Scheduler(params, random.Random(f"{seed}:{name}"),
+                              classify=self.classifier.classify)
+            self.groups[name] = Group(name, sched, owned)
+        if not self.groups:
+            raise InputError(f"{config.file}: the lab defines no pools")
+        default = config.default_policy
+        self.scheduler = (self.groups[default] if default in self.groups
+                          else next(iter(self.groups.values()))).scheduler
+        self._all_pools = {name: spec for g in self.groups.values()
+                           for name, spec in g.scheduler.params.pools.items()}
+        self._all_pools = {p: self._all_pools[p] for p in config.pools}
+        self._all_routes = config.policy_params(next(iter(config.pools)), profiles).routes
+        self._choice: dict[tuple[str, str], list[tuple[Group, int]]] = {}
+        self.holder: dict[int, Group] = {}
         self.resolver = resolver or Resolver(config)
         self.pool = ConnectionPool(timeout=timeout)
         self.signers: dict[str, list[DkimSigner]] = {}
@@ -74,6 +123,8 @@ class Runner:
         """Write each decision to the spool (one transaction each)."""
         for d in decisions:
             info = (extra or {}).get(getattr(d, "id", -1), {})
+            if not isinstance(d, Retry):
+                self.holder.pop(getattr(d, "id", -1), None)
             why = "; ".join(getattr(d, "reasons", ()))[:500]
             if isinstance(d, Delivered):
                 self.spool.finish(d.id, "delivered", event="delivered", **info)
@@ -110,8 +161,12 @@ class Runner:
                                 reason="recipient on the suppression list")
                 continue
             now = self.clock()
+            group = self.group_for(p.id, p.tenant, p.lane)
             try:
-                self.scheduler.submit(p.id, lane=p.lane, tenant=p.tenant,  # type: ignore[arg-type]
+                if group is None:
+                    raise InputError(f"tenant {p.tenant!r} lane {p.lane}: no pool satisfies "
+                                     "its route")
+                group.scheduler.submit(p.id, lane=p.lane, tenant=p.tenant,  # type: ignore[arg-type]
                                       sending_domain=p.sending_domain, now=now,
                                       recipient_domain=p.domain, not_before=p.next_at,
                                       expires=p.expires)
@@ -120,21 +175,50 @@ class Runner:
                                 event="expired" if "expires" in str(exc) else "suppressed",
                                 reason=str(exc))
                 continue
+            self.holder[p.id] = group
             n += 1
         return n
+
+    def group_for(self, rid: int, tenant: str, lane: str) -> Group | None:
+        """The policy group that carries recipient ``rid``: among the groups owning a pool
+        the (tenant, lane) route allows, a stable choice weighted by how many allowed pools
+        each owns (so traffic spreads over pools as one scheduler would spread it)."""
+        key = (tenant, lane)
+        options = self._choice.get(key)
+        if options is None:
+            allowed = allowed_routes(self._all_pools, self._all_routes, tenant,
+                                     lane)  # type: ignore[arg-type]
+            options = [(g, len(g.owned & allowed.keys())) for g in self.groups.values()]
+            options = [(g, w) for g, w in options if w > 0]
+            self._choice[key] = options
+        if not options:
+            return None
+        total = sum(w for _, w in options)
+        pick = ((rid * 2654435761) & 0xFFFFFFFF) % total
+        for g, w in options:
+            if pick < w:
+                return g
+            pick -= w
+        return options[-1][0]  # pragma: no cover - the weights sum to total
 
     def step(self) -> float | None:
         """One pass: intake, tick, due -> start sends. Returns the next wake-up time."""
         self.intake()
-        now = self.clock()
-        self.apply(self.scheduler.tick(now))
-        for d in self.scheduler.due(now):
-            self.spool.start_attempts(d.ids, pool=d.pool, source_ip=d.source_ip)
-            task = asyncio.get_running_loop().create_task(self._dispatch(d))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        self.apply(self.scheduler.tick(self.clock()))
-        return self.scheduler.next_wakeup()
+        wakes: list[float] = []
+        for group in self.groups.values():
+            sched = group.scheduler
+            now = self.clock()
+            self.apply(sched.tick(now))
+            for d in sched.due(now):
+                self.spool.start_attempts(d.ids, pool=d.pool, source_ip=d.source_ip)
+                task = asyncio.get_running_loop().create_task(self._dispatch(group, d))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            self.apply(sched.tick(self.clock()))
+            wake = sched.next_wakeup()
+            if wake is not None:
+                wakes.append(wake)
+        return min(wakes, default=None)
 
     async def run(self, stop: asyncio.Event, *, poll: float = 0.2) -> None:
         """Loop until ``stop`` is set, then finish in-flight sends and close connections."""
@@ -153,27 +237,33 @@ class Runner:
         await self.pool.close()
 
     # -- sending ----------------------------------------------------------------------------
-    async def _dispatch(self, d: Dispatch) -> None:
+    async def _dispatch(self, group: Group, d: Dispatch) -> None:
         jobs = [self.spool.job(i) for i in d.ids]
         by_dest: dict[Destination, list[Job]] = defaultdict(list)
         for job in jobs:
             try:
                 dests = await asyncio.to_thread(self.resolver.resolve, job.domain)
+            except NullMX as exc:  # RFC 7505 3: report it as 556 5.1.10; the core decides
+                self._record(group, d, job, SendResult(None, f"5.1.10 {exc}", False, ""),
+                             failed=556)
+                continue
             except InputError as exc:
-                self._record(d, job, SendResult(None, str(exc), False, ""), failed=550)
+                self._record(group, d, job, SendResult(None, str(exc), False, ""), failed=550)
                 continue
             by_dest[dests[0]].append(job)
-        shaping = self.scheduler.params.shaping.get((d.pool, d.provider))
+        shaping = group.scheduler.params.shaping.get((d.pool, d.provider))
         tls = shaping.tls if shaping is not None else "opportunistic"
         sends = []
-        for dest, group in by_dest.items():
+        grp = group
+        for dest, batch in by_dest.items():
             per = max(1, d.messages_per_connection)
-            for i in range(0, len(group), per):
-                sends.append(self._session(d, dest, group[i:i + per], tls))
+            for i in range(0, len(batch), per):
+                sends.append(self._session(grp, d, dest, batch[i:i + per], tls))
         await asyncio.gather(*sends)
         self.wake.set()
 
-    async def _session(self, d: Dispatch, dest: Destination, jobs: list[Job], tls: str) -> None:
+    async def _session(self, group: Group, d: Dispatch, dest: Destination, jobs: list[Job],
+                       tls: str) -> None:
         import aiosmtplib
 
         done: set[int] = set()
@@ -182,7 +272,7 @@ class Runner:
             for job in jobs:
                 res = await self._send_one(client, dest, job)
                 done.add(job.id)
-                self._record(d, job, res)
+                self._record(group, d, job, res)
                 if res.code is None:
                     break
             return len(done)
@@ -197,11 +287,12 @@ class Runner:
             for job in jobs:
                 if job.id not in done:
                     done.add(job.id)
-                    self._record(d, job, SendResult(code, text or type(exc).__name__, False,
+                    self._record(group, d, job, SendResult(code, text or type(exc).__name__, False,
                                                     dest.host))
         for job in jobs:  # a connection lost mid-batch: the rest were never tried
             if job.id not in done:
-                self._record(d, job, SendResult(None, "connection lost", False, dest.host))
+                self._record(group, d, job, SendResult(None, "connection lost", False,
+                                                       dest.host))
 
     async def _send_one(self, client: Any, dest: Destination, job: Job) -> SendResult:
         import aiosmtplib
@@ -236,11 +327,12 @@ class Runner:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return SendResult(None, str(exc) or type(exc).__name__, data_started, dest.host)
 
-    def _record(self, d: Dispatch, job: Job, res: SendResult, failed: int | None = None) -> None:
+    def _record(self, group: Group, d: Dispatch, job: Job, res: SendResult,
+                failed: int | None = None) -> None:
         code = res.code if failed is None else failed
         result = Result(id=job.id, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
                         code=code, text=res.text, data_completed=res.data_started)
         info = {job.id: {"code": code, "response": res.text[:500], "pool": d.pool,
                          "source_ip": d.source_ip, "provider": d.provider,
                          "mx_host": res.mx_host or None}}
-        self.apply(self.scheduler.record(result, self.clock()), info)
+        self.apply(group.scheduler.record(result, self.clock()), info)

@@ -64,8 +64,10 @@ class Resolver:
             answer = res.resolve(domain, "MX")
             mxs = sorted((r.preference, str(r.exchange).rstrip(".")) for r in answer)
             ttl = float(answer.rrset.ttl) if answer.rrset is not None else 300.0
-        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        except dns.resolver.NoAnswer:
             mxs, ttl = [(0, domain)], 300.0  # RFC 5321 5.1: implicit MX
+        except dns.resolver.NXDOMAIN:
+            raise InputError(f"{domain} does not exist (NXDOMAIN)") from None
         except dns.exception.DNSException as exc:
             raise InputError(f"MX lookup for {domain} failed: {exc}") from None
         if len(mxs) == 1 and mxs[0][1] in ("", "."):
