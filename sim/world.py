@@ -46,6 +46,7 @@ from engine.policy.classify import Classifier
 from engine.policy.params import PolicyParams
 from engine.profiles import load_profiles
 from sim.audience import AudienceTable, build
+from sim.blocklist import Blocklist
 from sim.feedback import FeedbackRouter
 from sim.incidents import IncidentState, install_brownouts, start_incidents
 from sim.providers import MessageFacts, ProviderModel, load_params, netblock_of
@@ -55,6 +56,7 @@ from sim.traffic import Traffic
 
 DAY = 86400.0
 MIN_GAP_S = 1.0  # the driver never wakes more often than once a simulated second
+CONSEQ_GAP_S = 60.0  # model consequences are drained at most once a simulated minute
 _EV_COLS = ("ts", "event", "message_id", "recipient", "provider", "pool", "source_ip",
             "lane", "tenant", "sending_domain", "campaign", "attempt", "smtp_code",
             "enhanced_code", "response", "category", "action", "rule", "state", "reason",
@@ -132,6 +134,9 @@ class World:
             self.models[name] = ProviderModel(mp, random.Random(prov_seed + k), start=self.start)
             domains[name] = mp.domains[0] if mp.domains else f"{name}.example"
         install_brownouts(self.models, scenario.incidents)
+        gp = self.models["generic"].params
+        self.blocklist = Blocklist(gp.dnsbl_trap_threshold, gp.dnsbl_window_s,
+                                   gp.dnsbl_listing_s)
         self.pool_ips = {p: spec.source_ips for p, spec in self.params.pools.items()}
         self._age_ips()
         self.audience: AudienceTable = build(scenario.audience, domains, self.rng_audience,
@@ -164,6 +169,7 @@ class World:
         self.listed: dict[tuple[str, str], float] = {}
         self.env = simpy.Environment()
         self.wakeups = 0
+        self._fed = False
 
     # -- setup ---------------------------------------------------------------------------
     def _age_ips(self) -> None:
@@ -190,64 +196,86 @@ class World:
         return self.frame() if self.events.enabled else pl.DataFrame()
 
     def _driver(self) -> Any:
+        """Sleep until the next arrival slice, scheduler wake-up or feedback report; model
+        consequences (engagements, complaints, async bounces) are drained on their own,
+        coalesced to at most one wake per ``CONSEQ_GAP_S``, and only poke the scheduler
+        when they fed it a signal -- so the scheduler is never polled message by message."""
         sc = self.scenario
         next_slice = 0.0
         last_progress = -1.0
+        sched_at = 0.0
         while True:
             rel = self.env.now
             now = self.start + rel
+            poke = rel >= sched_at
             while next_slice <= rel:
                 self._arrivals(next_slice, next_slice + sc.step_s)
                 next_slice += sc.step_s
-            self._pump(now)
-            self.wakeups += 1
-            cands = [next_slice]
+                poke = True
+            self._fed = False
+            self._drain(now)
+            if poke or self._fed:
+                self._pump(now)
+                self.wakeups += 1
+            cands = [next_slice, self.feedback.next_report - self.start]
             w = self.scheduler.next_wakeup()
             if w is not None:
                 cands.append(w - self.start)
+            sched_at = max(min(cands), rel + MIN_GAP_S)
+            nxt = sched_at
             for m in self.models.values():
                 t = m.next_due()
                 if t is not None:
-                    cands.append(t - self.start)
-            cands.append(self.feedback.next_report - self.start)
-            nxt = max(min(cands), rel + MIN_GAP_S)
+                    nxt = min(nxt, max(t - self.start, rel + CONSEQ_GAP_S))
             if self.progress is not None and rel - last_progress >= sc.duration_s / 200:
                 last_progress = rel
                 self.progress(min(1.0, rel / sc.duration_s))
             yield self.env.timeout(nxt - rel)
 
     def _arrivals(self, t0: float, t1: float) -> None:
-        sched = self.scheduler
+        """Submit one slice's arrivals: providers and counts per batch are worked out with
+        numpy; only ``Scheduler.submit`` (and the enqueued event, when kept) is per message."""
+        submit = self.scheduler.submit
         aud = self.audience
         at_abs = self.start + t0
-        providers = aud.providers
+        names = [*aud.providers, "generic"]
+        generic = len(aud.providers)
+        keep = self.events.enabled
         for batch in self.traffic.slice(t0, t1):
             s = self.scenario.streams[batch.stream]
-            prov_idx = aud.provider[batch.recipients]
-            kinds = aud.kind[batch.recipients]
-            for r, p, k in zip(batch.recipients.tolist(), prov_idx.tolist(), kinds.tolist(),
-                               strict=True):
-                mid = len(self.m_stream)
-                prov = "generic" if k == 7 else providers[p]
-                self.m_stream.append(batch.stream)
-                self.m_rcpt.append(r)
-                self.m_enq.append(at_abs)
-                self.m_prov.append(prov)
-                sched.submit(mid, lane=s.lane, tenant=s.tenant,  # type: ignore[arg-type]
-                             sending_domain=s.sending_domain, now=at_abs, provider=prov)
-                self._count(prov, "messages")
-                if self.events.enabled:
+            prov_idx = np.where(aud.kind[batch.recipients] == 7, generic,
+                                aud.provider[batch.recipients])
+            n = len(batch.recipients)
+            for k, c in zip(*np.unique(prov_idx, return_counts=True), strict=True):
+                self._count(names[int(k)], "messages", int(c))
+            first = len(self.m_stream)
+            provs = [names[k] for k in prov_idx.tolist()]
+            self.m_stream.extend([batch.stream] * n)
+            self.m_rcpt.extend(batch.recipients.tolist())
+            self.m_enq.extend([at_abs] * n)
+            self.m_prov.extend(provs)
+            lane, tenant, dom = s.lane, s.tenant, s.sending_domain
+            for mid, prov in enumerate(provs, first):
+                submit(mid, lane=lane, tenant=tenant,  # type: ignore[arg-type]
+                       sending_domain=dom, now=at_abs, provider=prov)
+                if keep:
                     self.events.add(ts=at_abs, event="enqueued", message_id=str(mid),
-                                    provider=prov, lane=s.lane, tenant=s.tenant,
-                                    sending_domain=s.sending_domain, campaign=s.campaign,
+                                    provider=prov, lane=lane, tenant=tenant,
+                                    sending_domain=dom, campaign=s.campaign,
                                     enqueued_ts=at_abs)
+            if not keep:
+                self.events.n += n
+
+    def _drain(self, now: float) -> None:
+        """Model consequences and blocklist listings up to ``now`` (no scheduler polling)."""
+        for m in self.models.values():
+            if m.next_due() is not None:
+                for c in m.due(now):
+                    self._consequence(c, now)
+        self._check_listings(now)
 
     def _pump(self, now: float) -> None:
         sched = self.scheduler
-        for m in self.models.values():
-            for c in m.due(now):
-                self._consequence(c, now)
-        self._check_listings(now)
         for sig in self.feedback.due(now):
             self._decisions(sched.feedback(sig, now), now)
         self._decisions(sched.tick(now), now)
@@ -385,7 +413,9 @@ class World:
         else:
             self._count(c.provider, "trap_hits")
             self.events.add(ts=c.at, event="trap_hit", **common)
+            self.blocklist.hit(netblock_of(c.source_ip), c.at, self.models)
         if sig is not None:
+            self._fed = True
             self._decisions(self.scheduler.feedback(sig, now), now)
 
     def _check_listings(self, now: float) -> None:
@@ -403,6 +433,7 @@ class World:
                     if any(netblock_of(ip) == nb for ip in ips):
                         sig = Signal(kind="incident", pool=pool, provider=name,
                                      reason=f"DNSBL listing of {nb}")
+                        self._fed = True
                         self._decisions(self.scheduler.feedback(sig, now), now)
 
     def _incident_event(self, at: float, inc: Incident, phase: str) -> None:
