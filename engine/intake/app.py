@@ -80,6 +80,9 @@ def create_app(config: LabConfig, spool: Spool, *, secret: bytes,
         t: TokenBucket.from_spec(BucketSpec(rate=m.limit.rate, burst=m.limit.burst), clock())
         for t, m in config.tenants.items() if m.limit is not None}
     app = FastAPI(title="inboxlab intake", version="1")
+    from engine.intake.replay import replay_router
+
+    app.include_router(replay_router(config, spool, on_replay=on_accept))
 
     def tenant_of(authorization: str | None) -> str:
         if not authorization or not authorization.startswith("Bearer "):
