@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
         from engine.errors import InputError
         from sim.sandbox.config import load_config
-        from sim.sandbox.server import Sandbox
+        from sim.sandbox.server import Sandbox, new_event_loop
 
         if time_scale is not None and time_scale <= 0:
             raise InputError("--time-scale must be > 0")
@@ -52,4 +52,5 @@ def register(app: typer.Typer) -> None:
             await stop.wait()
             await box.stop()
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(main())

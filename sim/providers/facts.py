@@ -67,6 +67,8 @@ class MessageFacts:
 
     ``dkim_domain`` is the d= of a *passing* DKIM signature (None when unsigned or
     failing); ``spf_domain``/``spf_pass`` are the MAIL FROM domain and its SPF result.
+    ``dmarc_record`` says whether the From domain (or its organizational domain) publishes
+    a DMARC record; DMARC passes when it does and SPF or DKIM passes aligned with From.
     ``ref`` is an opaque handle of the caller (a stored file, a simulated message id)
     carried unchanged into every consequence.
     """
@@ -78,6 +80,7 @@ class MessageFacts:
     spf_domain: str | None = None
     spf_pass: bool = False
     from_domain: str = ""
+    dmarc_record: bool = True
     link_domains: tuple[str, ...] = ()
     lane: str = "lifecycle"
     size: int = 0

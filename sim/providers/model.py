@@ -13,6 +13,9 @@ State, all in plain dicts so batch drivers can read it:
   variants); a duplicate Message-ID quota;
 - open connections per source IP, messages per connection, recipients per message;
 - daily caps for young IPs (``day0_cap * growth ** age_day``);
+- bulk senders: daily volume per organizational sending domain (From domain, else MAIL
+  FROM domain); above the provider's threshold its stricter authentication applies
+  (Gmail: SPF and DKIM; Outlook.com: SPF, DKIM and aligned DMARC), optionally for good;
 - greylisting of (netblock, sender, recipient) triplets; DNSBL listing by trap hits
   per /24 (with longer listings when repeated); scheduled brownouts.
 
@@ -31,10 +34,11 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import Protocol
 
+from sim.providers.domains import aligned, org_domain
 from sim.providers.facts import Consequence, MessageFacts, Outcome, Reply, Session
 from sim.providers.mailboxes import MailboxKind, mailbox_kind, valid_address
 from sim.providers.params import RATE_SCOPES, ModelParams
-from sim.providers.windows import SlidingCounter
+from sim.providers.windows import BucketCounter, SlidingCounter
 
 DAY = 86400.0
 _NORMAL = NormalDist()
@@ -81,6 +85,8 @@ class ProviderModel:
         }
         self.message_ids = SlidingCounter(p.rate_window_s)
         self.open_connections: dict[str, int] = {}
+        self.bulk_volume = BucketCounter(p.bulk_window_s)
+        self.bulk_domains: dict[str, float] = {}  # org domain -> when it first went bulk
         self.ip_first_seen: dict[str, float] = {}
         self.daily: dict[str, tuple[int, int]] = {}  # ip -> (day index, accepted)
         self.greylist: dict[tuple[str, str, str], float] = {}  # triplet -> first seen
@@ -256,6 +262,10 @@ class ProviderModel:
             if not passed:
                 return Outcome(self.reply("unauthenticated", ip=ip,
                                           domain=facts.spf_domain or domain_of(facts.mail_from)))
+        if p.bulk_threshold and p.bulk_require != "none":
+            refusal = self._bulk_check(ip, now, facts, max(1, len(recipients)))
+            if refusal is not None:
+                return Outcome(refusal)
         if facts.size > p.max_message_bytes:
             return Outcome(self.reply("too_large", size=str(p.max_message_bytes)))
         keys = self._scope_keys(ip, nb, facts)
@@ -287,6 +297,40 @@ class ProviderModel:
             self._schedule(c, keys)
         self._apply_due(now)
         return Outcome(self.reply("accepted", ip=ip), consequences)
+
+    def is_bulk(self, domain: str, now: float) -> bool:
+        """Whether ``domain``'s organizational domain counts as a bulk sender at ``now``."""
+        p = self.params
+        org = org_domain(domain)
+        if p.bulk_permanent and org in self.bulk_domains:
+            return True
+        return p.bulk_threshold > 0 and self.bulk_volume.count(org, now) > p.bulk_threshold
+
+    def _bulk_check(self, ip: str, now: float, facts: MessageFacts, n: int) -> Reply | None:
+        """Count ``n`` messages for the sending domain; the reply when bulk rules fail."""
+        p = self.params
+        sending = (facts.from_domain or domain_of(facts.mail_from)).lower()
+        org = org_domain(sending)
+        if not org:
+            return None
+        self.bulk_volume.add(org, now, n)
+        if not (p.bulk_permanent and org in self.bulk_domains):
+            if self.bulk_volume.count(org, now) <= p.bulk_threshold:
+                return None
+            self.bulk_domains.setdefault(org, now)
+        spf_domain = facts.spf_domain or domain_of(facts.mail_from)
+        values = {"ip": ip, "domain": sending, "spf_domain": spf_domain,
+                  "dkim_domain": facts.dkim_domain or ""}
+        if not facts.spf_pass:
+            return self.reply("bulk_spf", **values)
+        if facts.dkim_domain is None:
+            return self.reply("bulk_dkim", **values)
+        if p.bulk_require == "spf_dkim_dmarc":
+            dmarc = facts.dmarc_record and (
+                aligned(spf_domain, sending) or aligned(facts.dkim_domain, sending))
+            if not dmarc:
+                return self.reply("bulk_dmarc", **values)
+        return None
 
     # ----------------------------------------------------------------- consequences
     def due(self, now: float) -> list[Consequence]:

@@ -49,7 +49,11 @@ REPLY_KINDS = (
     "brownout",
     "too_large",
     "bounce_unknown",
+    "bulk_spf",
+    "bulk_dkim",
+    "bulk_dmarc",
 )
+BULK_REQUIRE = ("none", "spf_and_dkim", "spf_dkim_dmarc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,12 @@ class ModelParams:
     max_recipients_per_message: int
     tls_required: bool
     auth_require: str  # "none" | "spf_or_dkim" | "spf_and_dkim"
+    # bulk senders: above ``bulk_threshold`` messages per ``bulk_window_s`` from one
+    # organizational sending domain, ``bulk_require`` applies (0 = no bulk rule)
+    bulk_threshold: int
+    bulk_window_s: float
+    bulk_permanent: bool
+    bulk_require: str  # one of BULK_REQUIRE
     # reputation
     rep_initial: float
     rep_tiers: tuple[float, float]
@@ -260,6 +270,10 @@ def params_from_dict(raw: Mapping[str, Any], file: str) -> ModelParams:
         max_recipients_per_message=r.int_("connections.max_recipients", 1),
         tls_required=r.bool_("tls.required"),
         auth_require=r.str_("auth.require", ("none", "spf_or_dkim", "spf_and_dkim")),
+        bulk_threshold=r.int_("bulk.threshold"),
+        bulk_window_s=r.num("bulk.window_s", 1),
+        bulk_permanent=r.bool_("bulk.permanent"),
+        bulk_require=r.str_("bulk.require", BULK_REQUIRE),
         rep_initial=r.num("reputation.initial", 0, 1),
         rep_tiers=(float(tiers[0]), float(tiers[1])),
         rep_block_below=r.num("reputation.block_below", 0, 1),

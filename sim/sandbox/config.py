@@ -2,7 +2,7 @@
 
 Owns ``SandboxConfig`` / ``ProviderServer`` / ``FaultSpec`` and ``load_config``: which
 providers run, on which ports, with which model file and overrides, where feedback goes,
-which DKIM keys and SPF records exist (no real DNS), and the seeded fault injection.
+which DKIM keys, SPF records and DMARC records exist (no real DNS), and the seeded fault injection.
 Bad files raise ``ConfigError(file, key, reason)``. No sockets here.
 """
 
@@ -63,6 +63,7 @@ class SandboxConfig:
     feedback_from: str = "mailer-daemon@sandbox.inboxlab.test"
     dkim_keys: dict[str, str] = field(default_factory=dict)
     spf: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    dmarc: dict[str, str] = field(default_factory=dict)  # domain -> "v=DMARC1; p=..."
     strict_domains: bool = False
 
 
@@ -157,6 +158,10 @@ def load_config(
     keys = raw.get("dkim_keys", {})
     if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
         raise ConfigError(file, "dkim_keys", "expected selector._domainkey.domain = \"v=DKIM1; ...\"")
+    dmarc = raw.get("dmarc", {})
+    if not isinstance(dmarc, dict) or not all(
+            isinstance(v, str) and v.startswith("v=DMARC1") for v in dmarc.values()):
+        raise ConfigError(file, "dmarc", 'expected domain = "v=DMARC1; p=none|quarantine|reject"')
     scale = time_scale if time_scale is not None else raw.get("time_scale", 1.0)
     return SandboxConfig(
         file=file,
@@ -172,5 +177,6 @@ def load_config(
         feedback_from=str(fb.get("from", "mailer-daemon@sandbox.inboxlab.test")),
         dkim_keys={k.lower().rstrip("."): v for k, v in keys.items()},
         spf=spf,
+        dmarc={k.lower().rstrip("."): v for k, v in dmarc.items()},
         strict_domains=bool(raw.get("strict_domains", False)),
     )

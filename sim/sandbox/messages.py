@@ -5,6 +5,9 @@ never real DNS; SPF from the config's records; Message-ID, From domain, link dom
 lane) and the builders of an RFC 5965 ARF complaint and an RFC 3464 DSN. Pure
 functions over bytes; no sockets.
 
+DMARC: a From domain has a record when it (or its organizational domain) is in the
+config's ``[dmarc]`` table; the model decides alignment.
+
 Lane: taken from an ``X-Inboxlab-Lane`` header when present; otherwise mail with a
 ``List-Unsubscribe`` header counts as lifecycle and other mail as transactional.
 """
@@ -21,6 +24,7 @@ from email.utils import formatdate, parseaddr
 
 import dkim
 
+from sim.providers.domains import org_domain
 from sim.providers.facts import Consequence, MessageFacts
 
 _LINK = re.compile(rb"https?://([A-Za-z0-9.-]+)", re.IGNORECASE)
@@ -63,6 +67,7 @@ def spf_result(mail_from: str, source_ip: str, records: Mapping[str, tuple[str, 
 def message_facts(
     data: bytes, *, mail_from: str, recipients: tuple[str, ...], source_ip: str,
     dkim_keys: Mapping[str, str], spf: Mapping[str, tuple[str, ...]], ref: str = "",
+    dmarc: Mapping[str, str] | None = None,
 ) -> MessageFacts:
     head, body = split_message(data)
     headers = _PARSER.parsebytes(head + b"\r\n\r\n")
@@ -73,6 +78,11 @@ def message_facts(
     links = tuple(dict.fromkeys(m.group(1).decode().lower().rstrip(".")
                                 for m in _LINK.finditer(body[:65536])))
     spf_domain = mail_from.rsplit("@", 1)[1].lower() if "@" in mail_from else None
+    from_domain = from_addr.rsplit("@", 1)[1].lower() if "@" in from_addr else ""
+    records = dmarc or {}
+    # RFC 7489 §6.6.3: the From domain's record, else its organizational domain's.
+    has_dmarc = bool(from_domain) and (from_domain in records
+                                       or org_domain(from_domain) in records)
     return MessageFacts(
         mail_from=mail_from,
         recipients=recipients,
@@ -80,7 +90,8 @@ def message_facts(
         dkim_domain=dkim_domain(data, dkim_keys) if dkim_keys else None,
         spf_domain=spf_domain,
         spf_pass=spf_result(mail_from, source_ip, spf),
-        from_domain=from_addr.rsplit("@", 1)[1].lower() if "@" in from_addr else "",
+        from_domain=from_domain,
+        dmarc_record=has_dmarc,
         link_domains=links[:16],
         lane=lane,
         size=len(data),

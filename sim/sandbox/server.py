@@ -12,6 +12,13 @@ stop, ``events.parquet`` when ``engine.eventio`` is available. Sends ARF complai
 RFC 3464 DSNs by SMTP (aiosmtplib) to the configured feedback address when the model's
 delay has passed. Client input never crashes a server: every hook is guarded.
 Must not contain provider behaviour: that lives in ``sim.providers``.
+
+Lane header convention: a sender may mark a message's lane with
+``X-Inboxlab-Lane: transactional | lifecycle | prospecting``; the models use it for
+per-lane complaint and engagement rates. Without it, mail carrying ``List-Unsubscribe``
+counts as lifecycle and other mail as transactional (``sim.sandbox.messages``).
+Multi-recipient transactions get one reply per RCPT; DATA is accepted for the accepted
+recipients only, stored once per recipient, with one event per recipient.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import random
 import re
 import shutil
@@ -32,16 +40,26 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
+from engine.errors import InputError
 from engine.events import Event
 from sim.providers.facts import Consequence, Reply
 from sim.providers.facts import Session as ModelSession
 from sim.providers.model import ProviderModel
 from sim.sandbox.config import ProviderServer, SandboxConfig
-from sim.sandbox.messages import build_arf, build_dsn, message_facts
+from sim.sandbox.messages import build_arf, build_dsn, message_facts, split_message
 
 log = logging.getLogger("inboxlab.sandbox")
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)
 _SAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is installed (faster sockets), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class Clock:
@@ -62,6 +80,38 @@ class Clock:
         return max(0.0, model_seconds / self.scale)
 
 
+class Writer:
+    """Writes stored mail on a background thread so the event loop never waits on disk.
+
+    ``put`` queues (path, bytes); ``close`` drains the queue and joins the thread. No
+    fsync: the store is a lab record, not a durable spool.
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[Path, bytes] | None] = queue.SimpleQueue()
+        self.errors = 0
+        self.thread = threading.Thread(target=self._run, daemon=True, name="sandbox-writer")
+        self.thread.start()
+
+    def put(self, path: Path, data: bytes) -> None:
+        self.queue.put((path, data))
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            path, data = item
+            try:
+                with open(path, "wb") as fh:
+                    fh.write(data)
+            except OSError as exc:
+                self.errors += 1
+                log.warning("cannot store %s: %s", path, exc)
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join(30)
+
+
 class EventLog:
     """Buffered JSON lines of ``Event`` rows; keeps the events for a Parquet export."""
 
@@ -70,6 +120,7 @@ class EventLog:
         self.run_id = run_id
         self.fh = path.open("a", encoding="utf-8")
         self.events: list[Event] = []
+        self.lines: list[str] = []
         self.seq = 0
 
     def emit(self, **fields: Any) -> None:
@@ -82,12 +133,19 @@ class EventLog:
         self.events.append(ev)
         row = ev.to_row()
         row["ts"] = ev.ts
-        self.fh.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
+        self.lines.append(json.dumps(row, separators=(",", ":"), default=str))
+        if len(self.lines) >= 512:
+            self.flush()
 
     def flush(self) -> None:
+        if self.lines:
+            self.lines.append("")
+            self.fh.write("\n".join(self.lines))
+            self.lines = []
         self.fh.flush()
 
     def close(self) -> None:
+        self.flush()
         self.fh.close()
 
 
@@ -139,7 +197,7 @@ class Provider:
             self.counters[mailbox] = sum(1 for _ in folder.glob("*.eml"))
         self.counters[mailbox] += 1
         path = folder / f"{self.counters[mailbox]}.eml"
-        path.write_bytes(data)
+        self.sandbox.writer.put(path, data)
         return path
 
     def log_reply(self, reply: Reply, *, source_ip: str, stage: str, recipient: str | None = None,
@@ -304,11 +362,11 @@ class _Handler:
         cfg = p.sandbox.config
         facts = message_facts(
             data, mail_from=envelope.mail_from or "", recipients=recipients,
-            source_ip=server.source_ip, dkim_keys=cfg.dkim_keys, spf=cfg.spf)
+            source_ip=server.source_ip, dkim_keys=cfg.dkim_keys, spf=cfg.spf,
+            dmarc=cfg.dmarc)
         now = p.sandbox.clock.now()
         outcome = p.model.data(server.ms, now, facts)
         reply = outcome.reply
-        paths: dict[str, str] = {}
         if reply.ok:
             p.stats["accepted"] += 1
             if facts.message_id:
@@ -317,10 +375,11 @@ class _Handler:
                 if seen:
                     p.stats["duplicates"] += 1
             for rcpt in recipients:
-                paths[rcpt] = str(p.store(rcpt, data))
-            for c in outcome.consequences:
-                p.sandbox.pending_originals[(p.name, c.recipient, c.message_id)] = paths.get(
-                    c.recipient, "")
+                p.store(rcpt, data)
+            if outcome.consequences:  # keep the headers a report quotes, not the file
+                head = split_message(data)[0]
+                for c in outcome.consequences:
+                    p.sandbox.pending_originals[(p.name, c.recipient, c.message_id)] = head
         for rcpt in recipients:
             p.log_reply(reply, source_ip=server.source_ip, stage="data", recipient=rcpt,
                         message_id=facts.message_id)
@@ -340,7 +399,8 @@ class Sandbox:
         self.events = EventLog(self.home / "events.jsonl", self.run_id)
         self.providers = {spec.name: Provider(spec, self) for spec in config.providers}
         self.addresses: dict[str, tuple[str, int]] = {}
-        self.pending_originals: dict[tuple[str, str, str], str] = {}
+        self.pending_originals: dict[tuple[str, str, str], bytes] = {}
+        self.writer = Writer()
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -361,7 +421,15 @@ class Sandbox:
                     tls_context=tls if p.spec.tls else None, require_starttls=False,
                     enable_SMTPUTF8=True, timeout=60)
 
-            server = await loop.create_server(factory, host=self.config.host, port=spec.port)
+            try:
+                server = await loop.create_server(factory, host=self.config.host, port=spec.port)
+            except OSError as exc:
+                for opened in self._servers:
+                    opened.close()
+                self._servers.clear()
+                raise InputError(f"{self.config.file}: provider {name}: cannot listen on "
+                                 f"{self.config.host} port {spec.port}: "
+                                 f"{exc.strerror or exc}") from None
             self._servers.append(server)
             sock = server.sockets[0].getsockname()
             self.addresses[name] = (sock[0], sock[1])
@@ -380,8 +448,8 @@ class Sandbox:
                 await self._ticker
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
-        self.events.flush()
         self.events.close()
+        self.writer.close()
         self._write_parquet()
         stats = {name: {**p.stats, "model": dict(p.model.stats)} for name, p in self.providers.items()}
         (self.home / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
@@ -413,21 +481,17 @@ class Sandbox:
                          recipient=c.recipient, message_id=c.message_id or None,
                          enhanced_code=c.status or None, response=c.text or None,
                          reason=f"async:{c.kind}", detail={"report": c.report})
-        original_path = self.pending_originals.pop((p.name, c.recipient, c.message_id), "")
+        original = self.pending_originals.pop((p.name, c.recipient, c.message_id), b"")
         if not c.report or not self.config.feedback_port:
             return
-        task = asyncio.get_running_loop().create_task(self._send_report(p, c, original_path))
+        task = asyncio.get_running_loop().create_task(self._send_report(p, c, original))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_report(self, p: Provider, c: Consequence, original_path: str) -> None:
+    async def _send_report(self, p: Provider, c: Consequence, original: bytes) -> None:
         import aiosmtplib
 
         cfg = self.config
-        original = b""
-        if original_path:
-            with contextlib.suppress(OSError):
-                original = Path(original_path).read_bytes()
         host = p.spec.params.banner_host.split()[0]
         if c.kind == "complaint":
             to = cfg.arf_to
@@ -451,7 +515,7 @@ class SandboxThread:
     def __init__(self, config: SandboxConfig, home: Path) -> None:
         self.config = config
         self.home = home
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self.sandbox: Sandbox | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                        name="inboxlab-sandbox")

@@ -62,6 +62,7 @@ class FeedbackSink:
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+        self.rcpts: list[list[str]] = []
         self.arrived = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -75,6 +76,7 @@ class FeedbackSink:
         class Handler:
             async def handle_DATA(self, server, session, envelope):
                 sink.messages.append(envelope.original_content)
+                sink.rcpts.append(list(envelope.rcpt_tos))
                 sink.arrived.set()
                 return "250 2.0.0 OK"
 

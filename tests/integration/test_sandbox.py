@@ -16,6 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from engine.errors import InputError
+from engine.feedback import ArfReport, DsnReport, parse
+from sim.sandbox.config import load_config
+from sim.sandbox.server import SandboxThread
+
 pytestmark = pytest.mark.integration
 
 BIG = [10**6] * 3
@@ -163,15 +168,104 @@ def test_complaint_comes_back_as_arf_to_the_feedback_receiver(sandbox_factory, f
     assert b"report-type=feedback-report" in arf
     assert b"Feedback-Type: abuse" in arf and b"Original-Rcpt-To: <complain-7@yahoo.com>" in arf
     assert b"Source-IP: 127.0.0.2" in arf and b"Original-Mail-From: <b@news.example.com>" in arf
-    msgid = raw.split(b"Message-ID: ")[1].split(b"\r\n")[0]
-    assert msgid in arf
-    try:
-        from engine.feedback.parse import parse_message  # written by another engineer
-    except ImportError:
-        return
-    parsed = parse_message(arf)
-    as_text = json.dumps(parsed, default=lambda o: getattr(o, "__dict__", str(o)))
-    assert "complain-7@yahoo.com" in as_text and "127.0.0.2" in as_text
+    msgid = raw.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
+    report = parse(arf)
+    assert isinstance(report, ArfReport), report
+    assert report.feedback_type == "abuse"
+    rcpt_to = report.original_rcpt_to
+    assert (rcpt_to if isinstance(rcpt_to, str) else rcpt_to[0]) == "complain-7@yahoo.com"
+    assert report.source_ip == "127.0.0.2"
+    assert report.original_message_id is not None
+    assert report.original_message_id.strip("<>") == msgid.strip("<>")
+    assert report.original_mail_from == "b@news.example.com"
+
+
+def test_async_bounce_comes_back_as_a_dsn_the_parser_reads(sandbox_factory, feedback_sink) -> None:
+    box = sandbox_factory({
+        "time_scale": 600.0,
+        "spf": {"news.example.com": ["127.0.0.2"]},
+        "feedback": {"host": "127.0.0.1", "port": feedback_sink.port, "dsn_to": "dsn@lab.test"},
+        "providers": {"yahoo": {"overrides": {"mailboxes": {"async_bounce_delay_s": 300.0}}}}})
+    addr = box.sandbox.addresses["yahoo"]
+    s = client(addr, "127.0.0.2")
+    raw = message(8, "bounce-8@yahoo.com")
+    sent_at = time.monotonic()
+    code, _ = transact(s, "b@news.example.com", "bounce-8@yahoo.com", raw)
+    assert code == 250  # accepted at SMTP ...
+    s.quit()
+    assert feedback_sink.arrived.wait(10), "no DSN arrived"  # ... bounced later
+    assert time.monotonic() - sent_at >= 0.4  # 300 model seconds at 600x
+    report = parse(feedback_sink.messages[0])
+    assert isinstance(report, DsnReport), report
+    assert [r.recipient for r in report.recipients] == ["bounce-8@yahoo.com"]
+    (r,) = report.recipients
+    assert r.action == "failed" and r.permanent
+    assert r.status.startswith("5.") and len(r.status.split(".")) == 3
+    msgid = raw.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
+    assert (report.original_message_id or "").strip("<>") == msgid.strip("<>")
+    assert feedback_sink.rcpts[0] == ["dsn@lab.test"]
+
+
+def test_multi_recipient_transaction_gets_per_recipient_replies(sandbox_factory,
+                                                               tmp_path: Path) -> None:
+    box = sandbox_factory({"providers": {"gmail": {
+        "overrides": {"mailboxes": QUIET}, "ip_age_days": {"127.0.0.2": 90}}},
+        "spf": {"news.example.com": ["127.0.0.2"]}})
+    addr = box.sandbox.addresses["gmail"]
+    s = client(addr, "127.0.0.2", tls=True)
+    assert s.mail("b@news.example.com")[0] == 250
+    replies = {r: s.rcpt(r) for r in ("ann@gmail.com", "unknown-5@gmail.com", "bob@gmail.com")}
+    assert replies["ann@gmail.com"][0] == 250 and replies["bob@gmail.com"][0] == 250
+    code, text = replies["unknown-5@gmail.com"]
+    assert code == 550 and text.startswith(b"5.1.1 The email account that you tried to reach")
+    assert s.data(message(5, "ann@gmail.com, bob@gmail.com"))[0] == 250
+    s.quit()
+    box.stop()
+    home = tmp_path / "sb" / "sandbox"
+    assert len(list((home / "gmail" / "ann@gmail.com").glob("*.eml"))) == 1
+    assert len(list((home / "gmail" / "bob@gmail.com").glob("*.eml"))) == 1
+    assert not (home / "gmail" / "unknown-5@gmail.com").exists()
+    rows = [json.loads(x) for x in (home / "events.jsonl").read_text().splitlines()]
+    got = sorted((r["event"], r["recipient"], r["smtp_code"], json.loads(r["detail"])["stage"])
+                 for r in rows)
+    assert got == [("bounced", "unknown-5@gmail.com", 550, "rcpt"),
+                   ("delivered", "ann@gmail.com", 250, "data"),
+                   ("delivered", "bob@gmail.com", 250, "data")]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def test_fixed_ports_from_the_config_file(sandbox_factory) -> None:
+    p1, p2 = _free_ports(2)
+    box = sandbox_factory({"providers": {"generic": {"port": p1, "tls": False},
+                                         "yahoo": {"port": p2}}})
+    assert box.sandbox.addresses == {"generic": ("127.0.0.1", p1), "yahoo": ("127.0.0.1", p2)}
+    for port, banner in ((p1, b"mx.example.net"), (p2, b"")):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            greeting = sock.recv(1024)
+            assert greeting.startswith(b"220 ") and banner in greeting
+
+
+def test_a_taken_fixed_port_is_a_clear_error(tmp_path: Path) -> None:
+    from tests.integration.conftest import write_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_config(tmp_path / "c.toml", {"providers": {"generic": {"port": port}}})
+        box = SandboxThread(load_config(cfg), tmp_path / "h")
+        with pytest.raises(InputError, match=f"port {port}"):
+            box.start()
+        box.stop()
 
 
 def _fault_run(sandbox_factory, seed: int, name: str) -> list[str]:
