@@ -41,6 +41,8 @@ def number_attempts(frame: pl.DataFrame) -> pl.DataFrame:
     """Fill a missing ``attempt`` on result rows by counting results per message × recipient
     in time order (logs that do not number their attempts)."""
     results = pl.col("event").is_in(["delivered", "deferred", "bounced"])
+    if frame.filter(results & pl.col("attempt").is_null()).height == 0:
+        return frame  # the log numbers its attempts itself (Postfix does, per queue id)
     counted = (
         pl.when(results).then(pl.int_range(1, pl.len() + 1)).over(
             ["message_id", "recipient", results]

@@ -1,36 +1,25 @@
 """Shared parts of the log importers: reading lines, bulk JSON decoding with malformed-line
 isolation, provider inference, timestamps, and the per-file report.
 
-Provider inference uses a small table of well-known consumer domains and MX suffixes (below,
-from each provider's public MX records). ``engine.profiles`` / ``ProviderMatcher`` were not in
-the tree when this was written; switch ``provider_expr`` to them once they land.
+Provider inference uses the real provider profiles (``engine.profiles.load_profiles`` and
+``engine.policy.providers.ProviderMatcher``), so imported rows carry the same provider names the
+policy core and the simulation use; an address at an unknown domain is ``"generic"``.
 
 Owns: helpers only. Must not touch: the warehouse (``inboxlab.warehouse``) or event names.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from engine.errors import InputError
-
-# provider -> (recipient domains, MX host suffixes). MX suffixes as published in each
-# provider's DNS (e.g. gmail.com MX *.l.google.com; yahoo.com MX *.yahoodns.net;
-# outlook.com MX *.olc.protection.outlook.com; icloud.com MX *.mail.icloud.com).
-PROVIDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gmail": (("gmail.com", "googlemail.com"), ("google.com", "googlemail.com")),
-    "yahoo": (("yahoo.com", "ymail.com", "rocketmail.com", "aol.com", "yahoo.co.uk",
-               "yahoo.fr"), ("yahoodns.net",)),
-    "microsoft": (("outlook.com", "hotmail.com", "live.com", "msn.com", "hotmail.co.uk"),
-                  ("protection.outlook.com", "mx.microsoft")),
-    "apple": (("icloud.com", "me.com", "mac.com"), ("icloud.com",)),
-    "comcast": (("comcast.net",), ("comcast.net",)),
-    "orange": (("orange.fr", "wanadoo.fr"), ("orange.fr",)),
-}
+from engine.policy.providers import GENERIC, ProviderMatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +50,12 @@ def content_hash(data: bytes) -> str:
 
 
 def lines_of(data: bytes) -> pl.Series:
-    """Non-blank lines of ``data`` as one string Series (decoded leniently)."""
+    """Non-blank lines of ``data`` as one string Series (decoded leniently; CRLF accepted)."""
     text = data.decode("utf-8", errors="replace")
-    series = pl.Series("line", [text], dtype=pl.Utf8).str.split("\n").explode()
-    series = series.str.strip_suffix("\r")
-    return series.filter(series.str.contains(r"\S"))
+    series = pl.Series("line", text.split("\n"), dtype=pl.Utf8)
+    if "\r" in text:
+        series = series.str.strip_suffix("\r")
+    return series.filter(series.str.strip_chars().str.len_bytes() > 0)
 
 
 def decode_json_lines(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.Series, pl.Series]:
@@ -97,17 +87,36 @@ def domain_of(col: pl.Expr) -> pl.Expr:
     return col.str.extract(r"@([^@>\s]+)$", 1).str.to_lowercase()
 
 
+@functools.cache
+def matcher() -> ProviderMatcher:
+    """One matcher over the shipped provider profiles (loaded once per process)."""
+    from engine.profiles import load_profiles
+
+    return ProviderMatcher(load_profiles())
+
+
+def _map_unique(values: pl.Series, fn: Callable[[str], str | None]) -> pl.Series:
+    """Apply ``fn`` to each distinct non-null value once and map the column through it."""
+    uniq = values.drop_nulls().unique()
+    table = {v: fn(v) for v in uniq.to_list()}
+    return values.replace_strict(table, default=None, return_dtype=pl.Utf8)
+
+
+def _by_mx(host: str) -> str | None:
+    name = matcher().by_mx(host)
+    return None if name == GENERIC else name
+
+
 def provider_expr(domain: pl.Expr, mx: pl.Expr | None = None) -> pl.Expr:
-    """The provider of each row from its MX host (suffix match) or else its recipient domain."""
-    expr: pl.Expr = pl.lit(None, dtype=pl.Utf8)
-    lower_mx = mx.str.to_lowercase().str.strip_chars_end(".") if mx is not None else None
-    for name, (domains, suffixes) in reversed(PROVIDERS.items()):
-        cond = domain.is_in(list(domains))
-        if lower_mx is not None:
-            for suffix in suffixes:
-                cond = cond | (lower_mx == suffix) | lower_mx.str.ends_with("." + suffix)
-        expr = pl.when(cond).then(pl.lit(name)).otherwise(expr)
-    return expr
+    """The provider profile name of each row: from its MX host (suffix match, longest first)
+    when that names a known provider, else from its recipient domain (``"generic"`` for an
+    unknown domain); null when the row has neither."""
+    by_domain = domain.map_batches(lambda s: _map_unique(s, matcher().resolve),
+                                   return_dtype=pl.Utf8)
+    if mx is None:
+        return by_domain
+    by_mx = mx.map_batches(lambda s: _map_unique(s, _by_mx), return_dtype=pl.Utf8)
+    return pl.coalesce(by_mx, by_domain)
 
 
 def smtp_code_of(text: pl.Expr) -> pl.Expr:

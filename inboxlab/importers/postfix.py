@@ -27,35 +27,135 @@ from inboxlab.importers.common import (
     smtp_code_of,
 )
 
-_PREFIX = (
-    r"^(?:(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))"
-    r"|(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)) (?P<host>\S+) "
-    r"(?P<prog>[\w/.-]+)(?:\[\d+\])?: (?P<msg>.*)$"
+_QID = r"^(?:[0-9A-F]{6,12}|[0-9B-DF-HJ-NP-TV-Zb-z]{12,})$"
+_ISO = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)$"
+_BSD = r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d$"
+# One pass over a delivery record, in the field order smtp(8)/lmtp(8)/local(8) log it;
+# ``orig_to=`` and ``conn_use=`` are optional. Records this does not match fall back to
+# per-field extraction (older or patched Postfix versions), so nothing is lost.
+_DELIVERY = (
+    r"^to=<(?P<recipient>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,\[\s]+)"
+    r"(?:\[(?P<relay_ip>[^\]]+)\](?::\d+)?)?,(?: conn_use=\d+,)? delay=(?P<delay>[\d.]+),"
+    r"(?: delays=(?P<delays>[\d./]+),)? dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
+    r"status=(?P<status>\w+)(?: \((?P<reply>.*)\))?\s*$"
 )
-_QID = r"^(?P<qid>[0-9A-F]{6,12}|[0-9B-DF-HJ-NP-TV-Zb-z]{12,}): (?P<rest>.*)$"
+_FALLBACK = {
+    "recipient": r"^to=<([^>]*)>",
+    "relay": r"relay=([^,\[\s]+)",
+    "relay_ip": r"relay=[^,\[\s]+\[([^\]]+)\]",
+    "delay": r"delay=([\d.]+)",
+    "delays": r"delays=([\d./]+)",
+    "dsn": r"dsn=(\d\.\d{1,3}\.\d{1,3})",
+    "status": r"status=(\w+)",
+    "reply": r"status=\w+ \((.*)\)\s*$",
+}
+
+
+def _stamps(stamps: pl.Series, year: int) -> pl.Series:
+    """Parse each distinct time stamp once (logs repeat each second many times)."""
+    uniq = stamps.drop_nulls().unique()
+    iso = uniq.filter(uniq.str.contains(_ISO))
+    bsd = uniq.filter(uniq.str.contains(_BSD))
+    iso_ts = (
+        iso.str.replace(r"([+-]\d\d)(\d\d)$", "$1:$2")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
+        .dt.convert_time_zone("UTC")
+    )
+    bsd_ts = (
+        (f"{year} " + bsd.str.replace(r"^(\w{3})  ", "$1 0"))
+        .str.to_datetime("%Y %b %d %H:%M:%S", time_unit="us", strict=False)
+        .dt.replace_time_zone("UTC")
+    )
+    old = pl.concat([iso, bsd])
+    new = pl.concat([iso_ts, bsd_ts])
+    return stamps.replace_strict(old, new, default=None, return_dtype=pl.Datetime("us", "UTC"))
+
+
+def _split_lines(lines: pl.Series) -> pl.DataFrame:
+    """Time stamp, host, program and message of each syslog line, with plain string slicing:
+    a BSD stamp is 15 characters wide, an RFC 3339 one ends at the first space."""
+    line = pl.col("line")
+    bsd = line.str.slice(0, 1).str.contains(r"^[A-Z]")
+    width = pl.when(bsd).then(pl.lit(15, pl.UInt32)).otherwise(line.str.find(" ").cast(pl.UInt32))
+    df = pl.DataFrame({"line": lines}).select(
+        line.str.slice(0, width).alias("stamp"),
+        line.str.slice(width + 1).str.splitn(" ", 3).alias("f"),
+    ).unnest("f")
+    df.columns = ["stamp", "host", "tag", "msg"]
+    tag = pl.col("tag")
+    ok = tag.str.ends_with(":") & pl.col("msg").is_not_null() & pl.col("host").is_not_null()
+    return df.with_columns(
+        pl.when(ok).then(tag.str.strip_suffix(":").str.replace(r"\[\d+\]$", ""))
+        .alias("prog"),
+        pl.when(ok).then(pl.col("msg")).alias("msg"),
+    )
+
+
+_KEYS = ("to=<", "relay=", "delay=", "delays=", "dsn=", "status=")
+
+
+def _split_fields(df: pl.DataFrame) -> pl.DataFrame:
+    """The common record shape (``to, relay, delay, delays, dsn, status (reply)``) by plain
+    splitting on ``", "``; ``ok`` marks the rows whose six fields carry the expected keys."""
+    names = [f"_f{i}" for i in range(6)]
+    df = df.with_columns(pl.col("rest").str.splitn(", ", 6).struct.rename_fields(names)
+                         .alias("_parts")).unnest("_parts")
+    f = [pl.col(name) for name in names]
+    ok = pl.all_horizontal(
+        *(part.str.starts_with(key).fill_null(False) for part, key in zip(f, _KEYS, strict=True))
+    ) & f[0].str.ends_with(">")
+    df = df.with_columns(
+        f[1].str.slice(6).str.splitn("[", 2).struct.rename_fields(["_relay", "_ip"]).alias("_r"),
+        f[5].str.slice(7).str.strip_chars_end().str.splitn(" ", 2)
+        .struct.rename_fields(["_status", "_reply"]).alias("_s"),
+    ).unnest("_r", "_s")
+    reply = pl.col("_reply")
+    return df.with_columns(
+        ok.alias("ok"),
+        f[0].str.slice(4).str.strip_suffix(">").alias("recipient"),
+        pl.col("_relay").alias("relay"),
+        pl.col("_ip").str.splitn("]", 2).struct.field("field_0").alias("relay_ip"),
+        f[2].str.slice(6).alias("delay"),
+        f[3].str.slice(7).alias("delays"),
+        f[4].str.slice(4).alias("dsn"),
+        pl.col("_status").alias("status"),
+        pl.when(reply.str.starts_with("(") & reply.str.ends_with(")"))
+        .then(reply.str.slice(1, reply.str.len_chars() - 2)).alias("reply"),
+    ).drop(*names, "_relay", "_ip", "_status", "_reply")
+
+
+def _deliveries(df: pl.DataFrame) -> pl.DataFrame:
+    """Fields of each delivery record: fast split first; records of another shape (with
+    ``orig_to=``, ``conn_use=``...) through one combined regex, then per-field regexes."""
+    fast = _split_fields(df)
+    good = fast.filter(pl.col("ok")).drop("ok")
+    other = fast.filter(~pl.col("ok")).drop("ok", *_FALLBACK)
+    if other.height:
+        rest = pl.col("rest")
+        other = other.with_columns(rest.str.extract_groups(_DELIVERY).alias("d")).unnest("d")
+        missed = pl.col("status").is_null()
+        other = other.with_columns(
+            pl.when(missed).then(rest.str.extract(rx, 1)).otherwise(pl.col(name)).alias(name)
+            for name, rx in _FALLBACK.items()
+        )
+        good = pl.concat([good, other.select(good.columns)])
+    return good.with_columns(pl.col("delay").cast(pl.Float64, strict=False))
 
 
 def parse(data: bytes, run_id: str, year: int | None = None) -> tuple[pl.DataFrame, int, int, int]:
     """Parse a maillog; returns ``(events frame, lines, malformed, skipped)``."""
     lines = lines_of(data)
     year = year or datetime.now(UTC).year
-    df = pl.DataFrame({"line": lines}).with_columns(
-        pl.col("line").str.extract_groups(_PREFIX).alias("p")
-    ).unnest("p")
+    df = _split_lines(lines)
     malformed = df.filter(pl.col("msg").is_null()).height
     df = df.filter(pl.col("msg").is_not_null() & pl.col("prog").str.starts_with("postfix"))
-    bsd = pl.col("bsd").str.replace(r"^(\w{3})  ", "$1 0")
-    ts = pl.coalesce(
-        pl.col("iso").str.replace(r"([+-]\d\d)(\d\d)$", "$1:$2")
-        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
-        .dt.convert_time_zone("UTC"),
-        (pl.lit(f"{year} ") + bsd)
-        .str.to_datetime("%Y %b %d %H:%M:%S", time_unit="us", strict=False)
-        .dt.replace_time_zone("UTC"),
-    )
-    df = df.with_columns(ts.alias("ts")).with_columns(
-        pl.col("msg").str.extract_groups(_QID).alias("q")
-    ).unnest("q")
+    df = df.with_columns(_stamps(df["stamp"], year).alias("ts"))
+    qr = pl.col("msg").str.splitn(": ", 2)
+    df = df.with_columns(qr.struct.field("field_0").alias("qid"),
+                         qr.struct.field("field_1").alias("rest"))
+    has_qid = pl.col("qid").str.contains(_QID) & pl.col("rest").is_not_null()
+    df = df.with_columns(pl.when(has_qid).then(pl.col("qid")).alias("qid"),
+                         pl.when(has_qid).then(pl.col("rest")).alias("rest"))
     bad_ts = df.filter(pl.col("ts").is_null()).height
     malformed += bad_ts
     df = df.filter(pl.col("ts").is_not_null())
@@ -71,16 +171,8 @@ def parse(data: bytes, run_id: str, year: int | None = None) -> tuple[pl.DataFra
         .select("qid", rest.str.extract(r"^message-id=<?([^>\s]*)>?", 1).alias("mid"))
         .unique("qid", keep="first")
     )
-    deliveries = df.filter(rest.str.starts_with("to=<") & rest.str.contains(r"status=\w+"))
-    deliveries = deliveries.with_columns(
-        rest.str.extract(r"^to=<([^>]*)>", 1).alias("recipient"),
-        rest.str.extract(r"relay=([^,\[\s]+)", 1).alias("relay"),
-        rest.str.extract(r"relay=[^,\[\s]+\[([^\]]+)\]", 1).alias("relay_ip"),
-        rest.str.extract(r"delay=([\d.]+)", 1).cast(pl.Float64).alias("delay"),
-        rest.str.extract(r"delays=([\d./]+)", 1).alias("delays"),
-        rest.str.extract(r"dsn=(\d\.\d{1,3}\.\d{1,3})", 1).alias("dsn"),
-        rest.str.extract(r"status=(\w+)", 1).alias("status"),
-        rest.str.extract(r"status=\w+ \((.*)\)\s*$", 1).alias("reply"),
+    deliveries = _deliveries(
+        df.filter(rest.str.starts_with("to=<") & rest.str.contains("status=", literal=True))
     ).filter(pl.col("status").is_in(["sent", "deferred", "bounced", "expired"]))
     deliveries = deliveries.sort("ts", maintain_order=True).with_columns(
         pl.int_range(1, pl.len() + 1).over(["qid", "recipient"]).alias("attempt")

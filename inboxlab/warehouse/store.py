@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,22 +93,54 @@ def read_ledger(home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return data
 
 
+def _partitions(frame: pl.DataFrame) -> list[tuple[tuple[str, str, str], pl.DataFrame]]:
+    """Split ``frame`` by (source, run id, day). A frame of one source and run in time order
+    (what a sim run or an export holds) is cut into zero-copy slices; anything else goes
+    through a hash partition."""
+    day = pl.col("ts").dt.date()
+    one_run = frame["source"].n_unique() == 1 and frame["run_id"].n_unique() == 1
+    days = frame.select(day.alias("d"))["d"]
+    if one_run and days.null_count() == 0 and frame.select(
+        (pl.col("ts").diff().dt.total_microseconds() >= 0).all()
+    ).item() is not False:
+        source, run_id = str(frame["source"][0]), str(frame["run_id"][0] or "")
+        runs = days.rle()
+        out, offset = [], 0
+        for length, value in runs.struct.unnest().iter_rows():
+            out.append(((source, run_id, value.isoformat()), frame.slice(offset, length)))
+            offset += length
+        return out
+    keyed = frame.with_columns(day.alias("_day"))
+    return [
+        ((str(src), str(run or ""), d.isoformat() if d is not None else "unknown"),
+         part.drop("_day"))
+        for (src, run, d), part in keyed.partition_by(
+            ["source", "run_id", "_day"], maintain_order=True, as_dict=True
+        ).items()
+    ]
+
+
 def _write_partitions(home: Path, frame: pl.DataFrame, key: str) -> int:
-    """Write ``frame`` split by source/run/day, one part file per partition named by ``key``."""
+    """Write ``frame`` split by source/run/day, one part file per partition named by ``key``.
+
+    Partitions are written concurrently (the Parquet writer releases the GIL); each file is
+    written atomically, and a retry of the same key rewrites the same names."""
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
-    keyed = frame.with_columns(pl.col("ts").dt.date().alias("_day"))
-    files = 0
-    for (source, run_id, day), part in keyed.partition_by(
-        ["source", "run_id", "_day"], maintain_order=True, as_dict=True
-    ).items():
-        dday = day.isoformat() if day is not None else "unknown"
+    jobs = []
+    for (source, run_id, dday), part in _partitions(frame):
         folder = (
-            home / "events" / f"source={_part_value(str(source))}"
-            / f"run={_part_value(str(run_id or ''))}" / f"day={dday}"
+            home / "events" / f"source={_part_value(source)}"
+            / f"run={_part_value(run_id)}" / f"day={dday}"
         )
-        write_events(part.drop("_day"), folder / f"part-{tag}.parquet")
-        files += 1
-    return files
+        jobs.append((part, folder / f"part-{tag}.parquet"))
+    if len(jobs) == 1:
+        write_events(*jobs[0])
+        return 1
+    workers = max(1, min(len(jobs), os.cpu_count() or 1, 4))
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda job: write_events(*job), jobs):
+            pass
+    return len(jobs)
 
 
 def _check(frame: pl.DataFrame) -> pl.DataFrame:
@@ -161,8 +194,11 @@ def ingest_run_dir(run_dir: str | os.PathLike[str], home: str | os.PathLike[str]
         raise InputError(f"{file}: not a readable event Parquet file: {exc}") from exc
     if frame.filter(pl.col("run_id").is_null() | (pl.col("run_id") == "")).height:
         raise InputError(f"{file}: some rows have no run_id")
+    runs = frame.select("source", "run_id").unique(maintain_order=True).rows()
+    groups = ([(runs[0], frame)] if len(runs) == 1
+              else list(frame.group_by(["source", "run_id"], maintain_order=True)))
     results = []
-    for (source, run_id), part in frame.group_by(["source", "run_id"], maintain_order=True):
+    for (source, run_id), part in groups:
         results.append(
             load_frame(part, run_key(str(source), str(run_id)), home, {"from": str(file)})
         )

@@ -1,8 +1,12 @@
 """Warehouse benchmark: 10 M generated events (cached under /tmp), load rate, headline metric
 times in a warm process against a plain DuckDB percentile query (the baseline), metric times
-from the CLI, and importer throughput on a generated Postfix maillog.
+from the CLI, importer throughput on a generated Postfix maillog, and incident detection
+(delay after onset of a 3x deferral spike and false alarms per week on ``generate_counts``)
+against the first-pass detector settings (z CUSUM only, h=8) measured in the same run.
 
-Run: .venv/bin/python tests/bench/bench_warehouse.py [--events N]
+Run: .venv/bin/python tests/bench/bench_warehouse.py [--events N] [--before SRC_TREE]
+``--before`` points at an unpacked older source tree (engine/ + inboxlab/); its load and
+Postfix import are timed in a subprocess in the same run and reported as ratios.
 """
 
 from __future__ import annotations
@@ -90,9 +94,64 @@ def timed(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
+def detection(seeds: int = 30, quiet: int = 20) -> None:
+    from inboxlab.warehouse.detect import DetectorConfig, generate_counts, run_counts
+
+    def measure(cfg: DetectorConfig) -> tuple[float, float, int, float]:
+        delays, misses, alarms, weeks = [], 0, 0, 0.0
+        for seed in range(seeds):
+            rng = np.random.default_rng(5000 + seed)
+            onset = int(rng.integers(2000, 9000))
+            trials, bad = generate_counts(rng, onset=onset, spike_rate=0.06, duration=60)
+            events = [e for e in run_counts(trials, bad, config=cfg) if e.state == "open"]
+            weeks += onset / 10_080
+            alarms += len([e for e in events if e.ts <= onset * 60])
+            after = [e for e in events if onset * 60 < e.ts <= (onset + 60) * 60]
+            if after:
+                delays.append((after[0].ts - onset * 60) / 60)
+            else:
+                misses += 1
+        for seed in range(quiet):
+            trials, bad = generate_counts(np.random.default_rng(9000 + seed))
+            alarms += len([e for e in run_counts(trials, bad, config=cfg) if e.state == "open"])
+            weeks += 1
+        return float(np.median(delays)), float(max(delays)), misses, alarms / weeks
+
+    for name, cfg in (("first pass (z CUSUM h=8)", DetectorConfig(h=8.0, llr_h=0.0)),
+                      ("now (LLR CUSUM + z h=12)", DetectorConfig())):
+        med, worst, miss, fa = measure(cfg)
+        print(f"detect 3x spike, {name:<26} delay median {med:.0f} min, worst {worst:.0f} min, "
+              f"missed {miss}/{seeds}; false alarms {fa:.2f}/week (goal <= 5 min, ~0.1/week)")
+
+
+def before(tree: str, n_events: int) -> tuple[float, float]:
+    """Load rate (M events/s) and Postfix rate (k lines/s) of an older tree, same data."""
+    code = f"""
+import shutil, time
+from pathlib import Path
+from inboxlab.warehouse import ingest_run_dir
+from inboxlab.importers import parse_file
+home = Path('{CACHE}') / 'home-before'
+shutil.rmtree(home, ignore_errors=True)
+t = time.perf_counter(); r = ingest_run_dir('{CACHE / f"run-{n_events}"}', home)
+load = sum(x.rows for x in r) / (time.perf_counter() - t) / 1e6
+shutil.rmtree(home, ignore_errors=True)
+log = '{CACHE / "maillog-400k.log"}'
+best = min((lambda t: (parse_file('postfix', log, year=2024), time.perf_counter() - t)[1])(
+    time.perf_counter()) for _ in range(2))
+print(load, 400_000 / best / 1e3)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin"}, check=True)
+    load, pf = out.stdout.split()
+    return float(load), float(pf)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--before", default=None)
+    ap.add_argument("--skip-metrics", action="store_true")
     args = ap.parse_args()
     src = CACHE / f"run-{args.events}" / "events.parquet"
     if not src.exists():
@@ -109,6 +168,13 @@ def main() -> None:
     load_s = time.perf_counter() - t
     print(f"load: {n:,} events in {load_s:.2f} s = {n / load_s / 1e6:.2f} M events/s "
           f"(target >= 1.0 M/s)")
+    log = CACHE / "maillog-400k.log"
+    if not log.exists():
+        maillog(400_000, log)
+    if args.before:
+        old_load, old_pf = before(args.before, args.events)
+        print(f"before: load {old_load:.2f} M events/s -> now {n / load_s / 1e6:.2f} "
+              f"= {n / load_s / 1e6 / old_load:.2f}x; postfix {old_pf:.0f} k lines/s")
 
     con = connect(home)
     glob = str(home / "events" / "**" / "*.parquet")
@@ -116,6 +182,8 @@ def main() -> None:
                 f"[0.5, 0.95, 0.99]) FROM read_parquet('{glob}') WHERE event = 'delivered'")
     base = timed(lambda: con.sql(base_sql).fetchall())
     print(f"baseline plain DuckDB p50/p95/p99 over the Parquet: {base:.3f} s")
+    if args.skip_metrics:
+        return postfix(log, detection)
     for name, by in (("time_to_accept", None), ("time_to_accept", "provider,pool"),
                      ("time_to_first_attempt", None), ("time_to_final", "lane"),
                      ("deferral_codes", None), ("reputation", None), ("warmup", None),
@@ -131,14 +199,16 @@ def main() -> None:
         assert r.returncode == 0, r.stderr
         print(f"cli metrics {name:<20} {s:.3f} s (target <= 1.5 s)")
 
+    postfix(log, detection)
+
+
+def postfix(log: Path, then) -> None:  # type: ignore[no-untyped-def]
     from inboxlab.importers import parse_file
-    log = CACHE / "maillog-400k.log"
-    if not log.exists():
-        maillog(400_000, log)
     lines = sum(1 for _ in log.open())
     s = timed(lambda: parse_file("postfix", log, year=2024), repeat=2)
     print(f"postfix import: {lines:,} lines in {s:.2f} s = {lines / s / 1e3:.0f} k lines/s "
           f"(target >= 200 k/s)")
+    then()
 
 
 if __name__ == "__main__":

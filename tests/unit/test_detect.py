@@ -3,14 +3,25 @@ stays quiet on the baseline, resolves, and runs end to end over an events frame.
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
+import pytest
 
+from engine.errors import InputError
 from engine.eventio import events_frame
 from engine.events import Event
-from inboxlab.warehouse.detect import detect_frame, generate_counts, run_counts
+from engine.policy.params import BreakerSpec, LaneSpec, PolicyParams, PoolSpec, RetrySpec
+from engine.policy.scheduler import Scheduler
+from engine.policy.types import ProviderProfile, Shaping
+from inboxlab.warehouse.detect import (
+    detect_frame,
+    generate_counts,
+    incident_signal,
+    run_counts,
+)
 
 
 def test_quiet_weeks_raise_no_alarm() -> None:
@@ -69,3 +80,49 @@ def test_detect_frame_end_to_end_per_provider_and_pool() -> None:
     frame = events_frame(incidents)
     assert frame["event"].to_list() == ["incident"] * len(incidents)
     assert frame.schema["ts"] == pl.Datetime("us", "UTC")
+
+
+def _core_params() -> PolicyParams:
+    lane = LaneSpec(name="transactional", weight=1, retry=RetrySpec(delays_s=(60.0,), jitter=0.0))
+    return PolicyParams(
+        version="detect-handoff", lanes={"transactional": lane},
+        pools={"pool-a": PoolSpec(name="pool-a", source_ips=("127.0.0.2",)),
+               "pool-b": PoolSpec(name="pool-b", source_ips=("127.0.0.3",))},
+        providers={"gmail": ProviderProfile(
+            name="gmail", domains=("gmail.com",),
+            shaping=Shaping(messages_per_second=10, burst=10, max_connections=4,
+                            max_messages_per_connection=50))},
+        breaker=BreakerSpec(open_s=600.0),
+    )
+
+
+def test_detected_incident_drives_the_real_scheduler() -> None:
+    rng = np.random.default_rng(11)
+    onset = 3000
+    trials, bad = generate_counts(rng, minutes=4000, onset=onset, spike_rate=0.10)
+    events = run_counts(trials, bad)  # detector series: provider gmail, pool pool-a
+    opened = next(e for e in events if e.state == "open")
+    signal = incident_signal(opened)
+    assert signal is not None
+    assert (signal.kind, signal.pool, signal.provider) == ("incident", "pool-a", "gmail")
+    sched = Scheduler(_core_params(), random.Random(0))
+    sched.submit(1, lane="transactional", tenant="t", sending_domain="d.example",
+                 provider="gmail", now=opened.ts - 1)
+    decisions = sched.feedback(signal, now=opened.ts)
+    assert sched.breaker_state("pool-a", "gmail") == "open"
+    assert sched.factor("pool-a", "gmail") == 0.0
+    assert sched.breaker_state("pool-b", "gmail") == "closed"  # only the detected path reacts
+    assert any("deferral spike" in " ".join(getattr(d, "reasons", ())) for d in decisions)
+    sent = sched.due(opened.ts + 1)  # the queued message leaves by the healthy pool only
+    assert [(d.pool, d.ids) for d in sent] == [("pool-b", (1,))]
+    resolved = [e for e in events if e.state == "resolved"]
+    assert resolved and incident_signal(resolved[0]) is None
+
+
+def test_incident_signal_refuses_what_the_core_cannot_act_on() -> None:
+    with pytest.raises(InputError):
+        incident_signal(Event(ts=1.0, event="deferred", source="sim", provider="gmail",
+                              pool="a"))
+    with pytest.raises(InputError):
+        incident_signal(Event(ts=1.0, event="incident", source="sim", state="open",
+                              provider="gmail"))

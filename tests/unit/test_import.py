@@ -84,3 +84,45 @@ def test_unknown_format_and_garbage(tmp_path: Path) -> None:
     junk.write_text("nothing\n{]\n")
     report = import_file("kumomta", junk, tmp_path / "h")
     assert (report.lines, report.events, report.malformed) == (2, 0, 2)
+
+
+def test_providers_come_from_the_real_profiles() -> None:
+    from engine.policy.providers import ProviderMatcher
+    from engine.profiles import load_profiles
+
+    matcher = ProviderMatcher(load_profiles())
+    frame, _ = parse_file("postfix", LOGS / "postfix-maillog.log", year=2024)
+    for domain, mx, provider in frame.select("recipient_domain", "mx_host", "provider").rows():
+        expected = matcher.by_mx(mx) if mx and matcher.by_mx(mx) != "generic" else None
+        assert provider == (expected or matcher.resolve(domain))
+    assert set(frame["provider"]) <= matcher.names
+    # an MX suffix wins over the domain: a company domain hosted by Office 365
+    from inboxlab.importers.common import provider_expr
+
+    rows = pl.DataFrame({"d": ["corp.example", "hotmail.com", "unknown.example", None],
+                         "mx": ["corp-example.mail.protection.outlook.com", None, None, None]})
+    got = rows.select(provider_expr(pl.col("d"), pl.col("mx")).alias("p"))["p"].to_list()
+    assert got == ["office365", "outlook", "generic", None]
+
+
+def test_postfix_records_of_other_shapes_take_the_regex_path() -> None:
+    from inboxlab.importers.postfix import parse
+
+    log = (
+        b"Mar  3 10:15:01 mx1 postfix/qmgr[1]: ABCDEF1234: from=<a@news.example.com>, size=1\n"
+        b"Mar  3 10:15:02 mx1 postfix/smtp[2]: ABCDEF1234: to=<x@gmail.com>, "
+        b"orig_to=<alias@example.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, "
+        b"conn_use=3, delay=1.5, delays=0.1/0/0.6/0.8, dsn=2.0.0, status=sent (250 2.0.0 OK)\n"
+        b"Mar  3 10:15:03 mx1 postfix/smtp[2]: ABCDEF1234: to=<y@yahoo.com>, "
+        b"relay=mta5.am0.yahoodns.net[98.136.96.74]:25, delay=2, delays=1/0/0.5/0.5, "
+        b"dsn=4.7.0, status=deferred (host said: 421 4.7.0 [TSS04] try later)\n"
+    )
+    frame, lines, malformed, _ = parse(log, "postfix:t", 2024)
+    assert (lines, malformed, frame.height) == (3, 0, 2)
+    rows = {r["recipient"]: r for r in frame.iter_rows(named=True)}
+    assert rows["x@gmail.com"]["mx_host"] == "gmail-smtp-in.l.google.com"
+    assert rows["x@gmail.com"]["response"] == "250 2.0.0 OK"
+    assert rows["x@gmail.com"]["enhanced_code"] == "2.0.0"
+    assert (rows["x@gmail.com"]["ts"] - rows["x@gmail.com"]["enqueued_ts"]).total_seconds() == 1.5
+    assert rows["y@yahoo.com"]["event"] == "deferred" and rows["y@yahoo.com"]["smtp_code"] == 421
+    assert rows["y@yahoo.com"]["provider"] == "yahoo"

@@ -107,3 +107,27 @@ def test_export_writes_partitioned_parquet(tmp_path: Path) -> None:
     assert back.height == 10
     with pytest.raises(InputError, match="already exists"):
         export(tmp_path / "home", tmp_path / "out")
+
+
+def test_sorted_and_shuffled_runs_land_in_the_same_day_files(tmp_path: Path) -> None:
+    # 4 UTC days of one run: a time-ordered frame takes the slicing path, a shuffled one the
+    # hash-partition path; both must give the same files with the same rows.
+    events = [Event(ts=1_700_000_000 + i * 7_200, event="delivered", source="sim",
+                    run_id="days", message_id=f"m{i}", provider="gmail", pool="a")
+              for i in range(36)]
+    frame = events_frame(events)
+    for name, rows in (("sorted", frame), ("shuffled", frame.sample(fraction=1.0, seed=3,
+                                                                     shuffle=True))):
+        run = tmp_path / name / "run"
+        write_events(rows, run / "events.parquet")
+        [result] = ingest_run_dir(run, tmp_path / name / "home")
+        assert (result.rows, result.loaded) == (36, True)
+    files = {}
+    for name in ("sorted", "shuffled"):
+        root = tmp_path / name / "home" / "events"
+        files[name] = {
+            str(p.relative_to(root)): sorted(read_events(p)["message_id"].to_list())
+            for p in root.rglob("*.parquet")
+        }
+    assert files["sorted"] == files["shuffled"]
+    assert len(files["sorted"]) == 4 and sum(map(len, files["sorted"].values())) == 36
