@@ -75,5 +75,9 @@ def compare_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``sim`` sub-typer."""
+    """Add the ``sim`` sub-typer (with ``replay`` and ``calibrate`` from ``sim_lab``)."""
+    from inboxlab.commands.sim_lab import register_sim
+
+    if not any(c.name == "calibrate" for c in sim_app.registered_commands):
+        register_sim(sim_app)
     app.add_typer(sim_app, name="sim")
