@@ -5,8 +5,9 @@ Owns ``World``: it loads the scenario's lab config and policy, builds one
 ``sim.providers.ProviderModel`` per provider, draws the audience, and runs ONE SimPy driver
 process that sleeps until the next arrival slice, ``scheduler.next_wakeup()`` or the next
 model consequence, then: forwards feedback, calls ``tick``, takes ``due`` dispatches,
-plays each through the provider model (one session per ``messages_per_connection`` chunk)
-and ``record``s every reply. Incidents are a few more processes (``sim.incidents``).
+plays each through the provider model's batch entry point (``deliver_batch``: one call per
+dispatch, compact reply arrays) and books the replies with ``Scheduler.record_batch``;
+arrivals go in with ``Scheduler.submit_many`` (one call per stream x provider per slice). Incidents are a few more processes (``sim.incidents``).
 Events are kept column-wise and become a polars frame at the end.
 
 Randomness: ``SeedSequence(seed).spawn(6)`` -> audience, traffic, providers, scheduler,
@@ -44,13 +45,14 @@ from engine.policy import (
 )
 from engine.policy.classify import Classifier
 from engine.policy.params import PolicyParams
+from engine.policy.scheduler import BatchRecord
 from engine.profiles import load_profiles
 from sim.audience import AudienceTable, build
 from sim.blocklist import Blocklist
 from sim.feedback import FeedbackRouter
 from sim.incidents import IncidentState, install_brownouts, start_incidents
 from sim.providers import MessageFacts, ProviderModel, load_params, netblock_of
-from sim.providers.facts import Consequence, Reply
+from sim.providers.facts import Consequence
 from sim.scenario import Incident, Scenario
 from sim.traffic import Traffic
 
@@ -71,6 +73,18 @@ class Events:
     cols: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _EV_COLS})
     enabled: bool = True
     n: int = 0
+
+    def add_many(self, n: int, **values: Any) -> None:
+        """``n`` rows at once: each value is a list of ``n`` or one value for every row."""
+        self.n += n
+        if not self.enabled or n <= 0:
+            return
+        for name, col in self.cols.items():
+            v = values.get(name)
+            if isinstance(v, list):
+                col.extend(v)
+            else:
+                col.extend([v] * n)
 
     def add(self, **values: Any) -> None:
         self.n += 1
@@ -125,6 +139,7 @@ class World:
                                    classify=self.classifier.classify)
         names = list(dict.fromkeys([*scenario.audience.mix, "generic"]))
         self.models: dict[str, ProviderModel] = {}
+        self.model_rngs: dict[str, np.random.Generator] = {}
         domains: dict[str, str] = {}
         for k, name in enumerate(names):
             if name not in profiles:
@@ -132,6 +147,7 @@ class World:
                                   f"unknown provider (known: {', '.join(sorted(profiles))})")
             mp = load_params(name)
             self.models[name] = ProviderModel(mp, random.Random(prov_seed + k), start=self.start)
+            self.model_rngs[name] = np.random.default_rng([prov_seed, k])
             domains[name] = mp.domains[0] if mp.domains else f"{name}.example"
         install_brownouts(self.models, scenario.incidents)
         gp = self.models["generic"].params
@@ -233,38 +249,34 @@ class World:
             yield self.env.timeout(nxt - rel)
 
     def _arrivals(self, t0: float, t1: float) -> None:
-        """Submit one slice's arrivals: providers and counts per batch are worked out with
-        numpy; only ``Scheduler.submit`` (and the enqueued event, when kept) is per message."""
-        submit = self.scheduler.submit
+        """Submit one slice's arrivals: one ``submit_many`` per stream batch x provider and
+        the enqueued events as columns."""
+        sched = self.scheduler
         aud = self.audience
         at_abs = self.start + t0
         names = [*aud.providers, "generic"]
         generic = len(aud.providers)
-        keep = self.events.enabled
         for batch in self.traffic.slice(t0, t1):
             s = self.scenario.streams[batch.stream]
             prov_idx = np.where(aud.kind[batch.recipients] == 7, generic,
                                 aud.provider[batch.recipients])
             n = len(batch.recipients)
-            for k, c in zip(*np.unique(prov_idx, return_counts=True), strict=True):
-                self._count(names[int(k)], "messages", int(c))
             first = len(self.m_stream)
-            provs = [names[k] for k in prov_idx.tolist()]
             self.m_stream.extend([batch.stream] * n)
             self.m_rcpt.extend(batch.recipients.tolist())
             self.m_enq.extend([at_abs] * n)
-            self.m_prov.extend(provs)
+            self.m_prov.extend([names[k] for k in prov_idx.tolist()])
             lane, tenant, dom = s.lane, s.tenant, s.sending_domain
-            for mid, prov in enumerate(provs, first):
-                submit(mid, lane=lane, tenant=tenant,  # type: ignore[arg-type]
-                       sending_domain=dom, now=at_abs, provider=prov)
-                if keep:
-                    self.events.add(ts=at_abs, event="enqueued", message_id=str(mid),
-                                    provider=prov, lane=lane, tenant=tenant,
-                                    sending_domain=dom, campaign=s.campaign,
-                                    enqueued_ts=at_abs)
-            if not keep:
-                self.events.n += n
+            for k, c in zip(*np.unique(prov_idx, return_counts=True), strict=True):
+                prov = names[int(k)]
+                self._count(prov, "messages", int(c))
+                ids = (first + np.flatnonzero(prov_idx == k)).tolist()
+                sched.submit_many(ids, lane=lane, tenant=tenant,  # type: ignore[arg-type]
+                                  sending_domain=dom, now=at_abs, provider=prov)
+                self.events.add_many(
+                    len(ids), ts=at_abs, event="enqueued", message_id=[str(i) for i in ids],
+                    provider=prov, lane=lane, tenant=tenant, sending_domain=dom,
+                    campaign=s.campaign, enqueued_ts=at_abs)
 
     def _drain(self, now: float) -> None:
         """Model consequences and blocklist listings up to ``now`` (no scheduler polling)."""
@@ -285,56 +297,83 @@ class World:
 
     # -- delivery ------------------------------------------------------------------------
     def _deliver(self, d: Any, now: float) -> None:
+        """One dispatch: the model answers it in one batch, the scheduler books it in one
+        batch; delivered messages are counted (and their events added) as columns."""
         sched = self.scheduler
         model = self.models[d.provider]
         dom = self.lab.domains[d.sending_domain]
         mail_from = f"bounce@{dom.return_path or d.sending_domain}"
         dkim = None if d.sending_domain in self.incident_state.dkim_broken else d.sending_domain
-        s_idx_lane = d.lane
-        ids = d.ids
-        mpc = max(1, d.messages_per_connection)
-        dns_down = d.provider in self.incident_state.dns_down
-        for c0 in range(0, len(ids), mpc):
-            chunk = ids[c0:c0 + mpc]
-            if dns_down:
-                for mid in chunk:
-                    self.m_pool[mid] = d.pool
-                    res = Result(id=mid, pool=d.pool, source_ip=d.source_ip,
-                                 provider=d.provider, code=None, text="DNS lookup failed")
-                    self._decisions(sched.record(res, now), now, res)
-                continue
-            session, greet = model.connect(now, d.source_ip, tls=True)
-            refused: Reply | None = greet if greet.code >= 400 else None
-            if refused is None:
-                model.helo(session, now, "sim.inboxlab.example")
-            for mid in chunk:
-                self.m_pool[mid] = d.pool
-                reply = refused
-                rcpt = self.audience.address(self.m_rcpt[mid], now)
-                self.m_addr[mid] = rcpt
-                if reply is None:
-                    r = model.mail(session, now, mail_from)
-                    if r.code >= 400:
-                        reply = r
-                if reply is None:
-                    r = model.rcpt(session, now, rcpt)
-                    if r.code >= 400:
-                        reply = r
-                if reply is None:
-                    facts = MessageFacts(mail_from=mail_from, recipients=(rcpt,),
-                                         message_id=f"<{mid}@{d.sending_domain}>",
-                                         dkim_domain=dkim, spf_domain=dom.return_path,
-                                         spf_pass=True, from_domain=d.sending_domain,
-                                         lane=s_idx_lane, ref=str(mid))
-                    reply = model.data(session, now, facts).reply
-                    model.reset(session)
-                if reply.code >= 400:
-                    key = f"{d.provider} {reply.code} {reply.enhanced}".strip()
-                    self.codes[key] = self.codes.get(key, 0) + 1
-                res = Result(id=mid, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
-                             code=reply.code, text=reply.line())
-                self._decisions(sched.record(res, now), now, res)
-            model.close(session, now)
+        ids = list(d.ids)
+        self.m_pool.update(dict.fromkeys(ids, d.pool))
+        if d.provider in self.incident_state.dns_down:
+            text = "DNS lookup failed"
+            rec = sched.record_batch(ids, [None] * len(ids), [text] * len(ids), pool=d.pool,
+                                     source_ip=d.source_ip, provider=d.provider, now=now)
+            self._booked(d, rec, now, {}, None)
+            return
+        address = self.audience.address
+        m_rcpt = self.m_rcpt
+        rcpts = [address(m_rcpt[mid], now) for mid in ids]
+        self.m_addr.update(zip(ids, rcpts, strict=True))
+        facts = MessageFacts(mail_from=mail_from, recipients=(), dkim_domain=dkim,
+                             spf_domain=dom.return_path, spf_pass=True,
+                             from_domain=d.sending_domain, lane=d.lane)
+        br = model.deliver_batch(now, d.source_ip, facts, rcpts, [str(i) for i in ids],
+                                 per_connection=max(1, d.messages_per_connection),
+                                 rng=self.model_rngs[d.provider])
+        codes = np.asarray(br.codes)
+        tids = np.asarray(br.text_ids)
+        lines = br.lines
+        used, counts = np.unique(tids, return_counts=True)
+        for t, c in zip(used.tolist(), counts.tolist(), strict=True):
+            basic = int(lines[t][:3])
+            if basic >= 400:
+                key = f"{d.provider} {basic} {br.enhanced[t]}".strip()
+                self.codes[key] = self.codes.get(key, 0) + c
+        texts = [lines[t] for t in tids.tolist()]
+        rec = sched.record_batch(ids, codes.tolist(), texts, pool=d.pool,
+                                 source_ip=d.source_ip, provider=d.provider, now=now)
+        self._booked(d, rec, now, dict(zip(ids, range(len(ids)), strict=True)),
+                     (codes, texts))
+
+    def _booked(self, d: Any, rec: BatchRecord, now: float, pos: dict[int, int],
+                replies: tuple[np.ndarray, list[str]] | None) -> None:
+        """Turn a ``BatchRecord`` into counts, time-to-accept samples and events."""
+        delivered = rec.delivered
+        if delivered:
+            self._count(d.provider, "delivered", len(delivered))
+            enq = self.m_enq
+            waits = [now - enq[i] for i in delivered]
+            self.tta.setdefault(d.lane, []).extend(waits)
+            spec = self.params.pools.get(d.pool)
+            if spec is not None and spec.warmup is not None:
+                self.warm_delivered += len(delivered)
+            if self.events.enabled:
+                streams = self.scenario.streams
+                camp = [streams[self.m_stream[i]].campaign for i in delivered]
+                k = [pos[i] for i in delivered]
+                code_l = [rec.delivered_codes[j] for j in range(len(delivered))]
+                resp = [replies[1][j] for j in k] if replies else None
+                self.events.add_many(
+                    len(delivered), ts=now, event="delivered",
+                    message_id=[str(i) for i in delivered], provider=d.provider,
+                    pool=d.pool, lane=d.lane, tenant=d.tenant, sending_domain=d.sending_domain,
+                    campaign=camp, enqueued_ts=[enq[i] for i in delivered],
+                    recipient=[self.m_addr.get(i) for i in delivered],
+                    source_ip=d.source_ip, smtp_code=code_l, response=resp,
+                    enhanced_code=[_enhanced(r) for r in resp] if resp else None,
+                    reason=[f"{c} accepted" for c in code_l])
+        for dec in rec.decisions:
+            mid = getattr(dec, "id", None)
+            res: Result | None = None
+            if mid is not None:
+                j = pos.get(mid)
+                code = None if replies is None or j is None else int(replies[0][j])
+                text = "DNS lookup failed" if replies is None or j is None else replies[1][j]
+                res = Result(id=mid, pool=d.pool, source_ip=d.source_ip,
+                             provider=d.provider, code=code, text=text)
+            self._decisions([dec], now, res)
 
     # -- decisions and feedback -------------------------------------------------------------
     def _decisions(self, decisions: list[Decision], now: float,
@@ -466,6 +505,13 @@ class World:
         from sim.run import summarise
 
         return summarise(self)
+
+
+def _enhanced(line: str) -> str | None:
+    parts = line.split(" ", 2)
+    if len(parts) > 1 and parts[1][:1].isdigit() and "." in parts[1]:
+        return parts[1]
+    return None
 
 
 def _json(value: Any) -> str:

@@ -16,6 +16,11 @@ Verbs (a driver calls them in any order with non-decreasing ``now``):
 - ``tick(now)``                time-driven decisions (expiry in every state, breaker and
                                automation steps); returns every decision ``due`` deferred
 - ``next_wakeup()``            when to call again (None: nothing pending)
+Batch verbs (same meaning as the single verbs called in order, for a simulator's speed):
+- ``submit_many(ids, ...)``    ``submit`` for a homogeneous batch (one queue); all or nothing
+- ``record_batch(ids, codes, texts, ...)`` ``record`` for one dispatch's outcomes: one
+                               classification per distinct (code, text), runs of accepted
+                               messages booked together; returns a compact ``BatchRecord``
 Every submitted id ends in exactly one terminal decision (Delivered, Suppress, DeadLetter,
 Expire, Ambiguous), returned exactly once by ``record`` or ``tick``.
 """
@@ -26,8 +31,8 @@ import heapq
 import math
 import re
 from array import array
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from engine.errors import InputError, StateError
@@ -178,6 +183,40 @@ class Ambiguous:
 Terminal = Delivered | Suppress | DeadLetter | Expire | Ambiguous
 Decision = Delivered | Retry | Suppress | DeadLetter | Expire | Ambiguous | BreakerChange | AutomationChange
 TERMINAL_TYPES: Final = (Delivered, Suppress, DeadLetter, Expire, Ambiguous)
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """What ``record_batch`` decided, compactly: accepted ids (each a ``Delivered`` at
+    ``at`` with reason "<code> accepted") and every other decision, in order.
+
+    ``marks[k]`` is how many delivered ids precede ``decisions[k]``; ``ordered()`` rebuilds
+    the exact list the single ``record`` calls would have returned, concatenated.
+    """
+
+    at: float
+    delivered: list[int] = field(default_factory=list)
+    delivered_codes: list[int] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    marks: list[int] = field(default_factory=list)
+
+    def ordered(self) -> list[Decision]:
+        """Every decision in the order the single verbs return them."""
+        out: list[Decision] = []
+        d = 0
+        reasons: dict[int, tuple[str, ...]] = {}
+        for mark, dec in [*zip(self.marks, self.decisions, strict=True),
+                          (len(self.delivered), None)]:
+            while d < mark:
+                code = self.delivered_codes[d]
+                why = reasons.get(code)
+                if why is None:
+                    why = reasons[code] = (f"{code} accepted",)
+                out.append(Delivered(id=self.delivered[d], at=self.at, reasons=why))
+                d += 1
+            if dec is not None:
+                out.append(dec)
+        return out
 
 
 # -- internal state -------------------------------------------------------------------------
@@ -369,6 +408,87 @@ class Scheduler:
         else:
             self._enqueue(queue, slot)
         self._wheel_add(slot, deadline)
+
+    def submit_many(self, ids: Sequence[int], *, lane: Lane, tenant: str,
+                    sending_domain: str, now: float, provider: str | None = None,
+                    recipient_domain: str | None = None, not_before: float | None = None,
+                    expires: float | None = None, utc_offset_min: int | None = None) -> int:
+        """``submit`` every id of ``ids`` (any int sequence, e.g. an ``array`` or numpy
+        array) with the same keyword arguments: one queue, one validation. The state after
+        it equals that of calling ``submit`` for each id in order. All or nothing: a bad id
+        (negative, repeated, already held) raises ``InputError`` before anything changes.
+        Returns how many were taken."""
+        spec = self.params.lanes.get(lane)
+        if spec is None:
+            raise InputError(f"unknown lane {lane!r} (known: {', '.join(self.params.lanes)})")
+        id_list = [int(i) for i in ids]
+        n = len(id_list)
+        if n == 0:
+            return 0
+        slot_of = self._slot_of
+        if min(id_list) < 0:
+            raise InputError(f"message id must be >= 0, got {min(id_list)}")
+        if len(set(id_list)) != n or not slot_of.keys().isdisjoint(id_list):
+            seen: set[int] = set()
+            for i in id_list:
+                if i in seen or i in slot_of:
+                    raise InputError(f"message {i} is already held by the scheduler")
+                seen.add(i)
+        if provider is None:
+            provider = self._domain_of.get((recipient_domain or "").lower(), "generic")
+        deadline = now + spec.ttl_s if expires is None else expires
+        if deadline <= now:
+            raise InputError(f"message {id_list[0]} expires at {deadline} <= now {now}")
+        offset = utc_offset_min if spec.send_window is not None else None
+        queue = self._queue_of.get((lane, tenant, sending_domain, provider, offset))
+        if queue is None:
+            queue = self._new_queue(lane, tenant, sending_domain, provider, offset)
+        slots = self._alloc_many(id_list, queue.index, deadline)
+        state = self._state
+        if not_before is not None and not_before > now:
+            for slot in slots:
+                state[slot] = _DEFERRED
+                heapq.heappush(self._timers, (not_before, slot))
+        else:
+            for slot in slots:
+                state[slot] = _QUEUED
+            queue.fifo.extend(slots)
+            queue.live += n
+            self._backlog[queue.provider] += n
+        k = int(deadline // _WHEEL_S)
+        bucket = self._wheel.get(k)
+        if bucket is None:
+            bucket = self._wheel[k] = array("I")
+            heapq.heappush(self._wheel_keys, k)
+        bucket.extend(slots)
+        return n
+
+    def _alloc_many(self, id_list: list[int], key: int, deadline: float) -> list[int]:
+        """``_alloc`` for each id in order (free slots are reused last-freed first)."""
+        free = self._free
+        reuse = min(len(free), len(id_list))
+        slots: list[int] = []
+        if reuse:
+            slots = list(reversed(free[len(free) - reuse:]))
+            del free[len(free) - reuse:]
+            for slot, msg_id in zip(slots, id_list, strict=False):
+                self._ids[slot] = msg_id
+                self._key[slot] = key
+                self._exp[slot] = deadline
+                self._att[slot] = 0
+                self._last[slot] = 0.0
+        fresh = len(id_list) - reuse
+        if fresh:
+            base = len(self._ids)
+            self._ids.extend(id_list[reuse:])
+            self._key.extend([key] * fresh)
+            self._exp.extend([deadline] * fresh)
+            self._att.extend([0] * fresh)
+            self._last.extend([0.0] * fresh)
+            self._state.extend(bytes(fresh))
+            slots.extend(range(base, base + fresh))
+        self._slot_of.update(zip(id_list, slots, strict=True))
+        return slots
 
     def _new_queue(self, lane: Lane, tenant: str, domain: str, provider: str,
                    offset: int | None) -> _Queue:
@@ -755,6 +875,120 @@ class Scheduler:
             return out
         out.append(self._retry(slot, attempt, verdict, rule, ctrl, now, chain))
         return out
+
+    def record_batch(self, ids: Sequence[int], codes: Sequence[int | None],
+                     texts: Sequence[str], *, pool: str, source_ip: str, provider: str,
+                     now: float) -> BatchRecord:
+        """``record`` the outcomes of one dispatch's messages (``ids[i]`` got ``codes[i]`` /
+        ``texts[i]``; a code None is "no reply", never after DATA) in order, with the same
+        decisions, state and rng draws as calling ``record`` for each in turn. Each distinct
+        (code, text) is classified once; a run of accepted messages is booked together
+        (the breaker is judged only where its verdict can change). Raises ``StateError``
+        before changing anything if an id is not in flight or appears twice."""
+        self._advance(now)
+        id_list = [int(i) for i in ids]
+        code_list = [None if c is None else int(c) for c in codes]
+        n = len(id_list)
+        if len(code_list) != n or len(texts) != n:
+            raise InputError("record_batch: ids, codes and texts differ in length")
+        slot_of = self._slot_of
+        state = self._state
+        for msg_id in id_list:
+            slot = slot_of.get(msg_id)
+            if slot is None or state[slot] != _INFLIGHT:
+                raise StateError(f"message {msg_id} is not in flight")
+        if len(set(id_list)) != n:
+            raise StateError("record_batch: an id appears twice")
+        out = BatchRecord(at=now)
+        ctrl = self._controls.get((pool, provider))
+        verdicts: dict[tuple[int | None, str], Verdict] = {}
+        i = 0
+        while i < n:
+            code = code_list[i]
+            if code is not None and 200 <= code < 300:
+                j = i + 1
+                while j < n and (c := code_list[j]) is not None and 200 <= c < 300:
+                    j += 1
+                self._accept_run(id_list[i:j], code_list[i:j], ctrl, now, out)
+                i = j
+                continue
+            text = texts[i]
+            verdict = verdicts.get((code, text))
+            if verdict is None:
+                if self.classify is not None and code is not None:
+                    verdict = self.classify(provider, code, text)
+                else:
+                    verdict = basic_verdict(provider, code, text)
+                verdicts[(code, text)] = verdict
+            res = Result(id=id_list[i], pool=pool, source_ip=source_ip, provider=provider,
+                         code=code, text=text, verdict=verdict)
+            for dec in self.record(res, now):
+                out.marks.append(len(out.delivered))
+                out.decisions.append(dec)
+            i += 1
+        return out
+
+    def _accept_run(self, run: list[int], run_codes: list[int | None],
+                    ctrl: _Control | None, now: float, out: BatchRecord) -> None:
+        """Book consecutive accepted messages as ``record`` would, one at a time."""
+        pos = 0
+        k = len(run)
+        while pos < k:
+            self._advance(now)
+            changes: list[Decision] = []
+            if ctrl is None:
+                take = k - pos
+            else:
+                take, changes = self._observe_accepts(ctrl, now, k - pos)
+            end = pos + take
+            if changes:
+                # the transition came with the run's last message: decisions before it
+                self._book_delivered(run[pos:end - 1], run_codes[pos:end - 1], out)
+                for dec in changes:
+                    out.marks.append(len(out.delivered))
+                    out.decisions.append(dec)
+                self._book_delivered(run[end - 1:end], run_codes[end - 1:end], out)
+            else:
+                self._book_delivered(run[pos:end], run_codes[pos:end], out)
+            pos = end
+
+    def _observe_accepts(self, ctrl: _Control, now: float, k: int) -> tuple[int, list[Decision]]:
+        """Count up to ``k`` accepted attempts on ``ctrl``'s breaker, one verdict at a time
+        in effect: returns (how many were counted, the transition the last one caused).
+        With only attempts added at one ``now`` every rate falls, so once a judged attempt
+        changes nothing neither does any later one; attempts below ``min_volume`` are never
+        judged."""
+        br = ctrl.breaker
+        if br.state == "open":
+            return k, self._observe(ctrl, now, attempts=k)
+        sent = br.totals(now)[0]
+        silent = max(0, math.ceil(br.spec.min_volume - sent) - 1)
+        if silent >= k:
+            return k, self._observe(ctrl, now, attempts=k)
+        if silent:
+            changes = self._observe(ctrl, now, attempts=silent)
+            if changes:  # cannot happen below min_volume; stay exact if it ever does
+                return silent, changes
+        changes = self._observe(ctrl, now, attempts=1)
+        if changes or silent + 1 == k:
+            return silent + 1, changes
+        rest = k - silent - 1
+        return k, self._observe(ctrl, now, attempts=rest)
+
+    def _book_delivered(self, run: list[int], run_codes: list[int | None],
+                        out: BatchRecord) -> None:
+        slot_of = self._slot_of
+        att = self._att
+        state = self._state
+        free = self._free
+        for msg_id in run:
+            slot = slot_of.pop(msg_id)
+            a = att[slot] + 1
+            att[slot] = a if a < 65535 else 65535
+            state[slot] = _FREE
+            free.append(slot)
+        out.delivered.extend(run)
+        out.delivered_codes.extend(c or 0 for c in run_codes)
 
     def _retry(self, slot: int, attempt: int, verdict: Verdict, rule: ReplyRule | None,
                ctrl: _Control | None, now: float, chain: tuple[str, ...]) -> Decision:

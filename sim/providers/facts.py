@@ -116,3 +116,24 @@ class Outcome:
 
     reply: Reply
     consequences: tuple[Consequence, ...] = ()
+
+
+@dataclass(slots=True)
+class BatchReplies:
+    """A batch's end-of-transaction replies, compactly (``ProviderModel.deliver_batch``).
+
+    Per message: ``codes[i]`` (basic code) and ``text_ids[i]`` (index into ``lines``,
+    ``enhanced`` and ``kinds``: the full SMTP line, its enhanced code and the model's name
+    for the reply); ``accepted`` marks 2xx. ``consequences`` counts what was scheduled.
+    """
+
+    codes: object  # numpy int32 array
+    text_ids: object  # numpy int32 array
+    lines: list[str]
+    enhanced: list[str]
+    kinds: list[str]
+    consequences: int = 0
+
+    def line(self, i: int) -> str:
+        """The reply line of message ``i``."""
+        return self.lines[int(self.text_ids[i])]  # type: ignore[index]

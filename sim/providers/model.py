@@ -19,6 +19,11 @@ State, all in plain dicts so batch drivers can read it:
 - greylisting of (netblock, sender, recipient) triplets; DNSBL listing by trap hits
   per /24 (with longer listings when repeated); scheduled brownouts.
 
+``deliver_batch`` answers a whole dispatch from one source IP at once (numpy for the
+acceptance count, the consequence draws and the reply table); it follows the same rules
+as the stage methods, deciding order-dependent limits (rate windows, daily caps, bulk
+volume) by counting positions instead of replaying the conversation.
+
 Time (``now``) is always an argument; randomness is the injected ``rng`` (anything with
 ``random() -> float``: ``random.Random`` or ``numpy.random.Generator``). No sockets, no
 asyncio, no wall clock. Mailbox existence is deterministic (``sim.providers.mailboxes``).
@@ -29,16 +34,25 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Protocol
 
+import numpy as np
+
 from sim.providers.domains import aligned, org_domain
-from sim.providers.facts import Consequence, MessageFacts, Outcome, Reply, Session
+from sim.providers.facts import (
+    BatchReplies,
+    Consequence,
+    MessageFacts,
+    Outcome,
+    Reply,
+    Session,
+)
 from sim.providers.mailboxes import MailboxKind, mailbox_kind, valid_address
 from sim.providers.params import RATE_SCOPES, ModelParams
-from sim.providers.windows import BucketCounter, SlidingCounter
+from sim.providers.windows import BucketCounter, SlidingCounter, add_many
 
 DAY = 86400.0
 _NORMAL = NormalDist()
@@ -332,6 +346,22 @@ class ProviderModel:
                 return self.reply("bulk_dmarc", **values)
         return None
 
+    def deliver_batch(self, now: float, source_ip: str, facts: MessageFacts,
+                      recipients: Sequence[str], refs: Sequence[str], *,
+                      per_connection: int, tls: bool = True,
+                      rng: np.random.Generator) -> BatchReplies:
+        """Answer one dispatch at once: ``recipients[i]`` (one per message, ``refs[i]`` its
+        caller handle) sent from ``source_ip`` with ``facts`` as the template (its
+        ``recipients`` and ``ref`` are ignored), ``per_connection`` messages per session.
+
+        Connection-level checks (brownout, listing, IP reputation, connections) are judged
+        once; RCPT per recipient; the rate windows, daily cap and bulk volume by counting
+        positions; accepted messages update the windows once and get their consequences
+        drawn from ``rng``. Duplicate Message-IDs are not tracked (every simulated message
+        is accepted at most once). Returns compact per-message codes and text ids."""
+        return _deliver_batch(self, now, source_ip, facts, recipients, refs, per_connection,
+                              tls, rng)
+
     # ----------------------------------------------------------------- consequences
     def due(self, now: float) -> list[Consequence]:
         """Consequences whose time has come (their reputation effect is applied)."""
@@ -439,3 +469,277 @@ class ProviderModel:
         del self.greylist[triplet]
         self.greylist_passed[triplet] = now + p.greylist_whitelist_s
         return True
+
+
+class _Table:
+    """Distinct replies of one batch: (code, line) -> text id."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[int, str], int] = {}
+        self.codes: list[int] = []
+        self.lines: list[str] = []
+        self.enhanced: list[str] = []
+        self.kinds: list[str] = []
+
+    def add(self, r: Reply) -> int:
+        line = r.line()
+        k = self.ids.get((r.code, line))
+        if k is None:
+            k = self.ids[(r.code, line)] = len(self.lines)
+            self.codes.append(r.code)
+            self.lines.append(line)
+            self.enhanced.append(r.enhanced)
+            self.kinds.append(r.kind)
+        return k
+
+
+# RCPT verdict codes of a batch
+_R_OK, _R_BAD, _R_UNKNOWN, _R_INACTIVE, _R_FULL, _R_GREY = range(6)
+
+
+def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
+                   recipients: Sequence[str], refs: Sequence[str], per_connection: int,
+                   tls: bool, rng: np.random.Generator) -> BatchReplies:
+    m._apply_due(now)
+    p = m.params
+    n = len(recipients)
+    nb = netblock_of(source_ip)
+    table = _Table()
+    tid = np.zeros(n, dtype=np.int32)
+    per_connection = max(1, per_connection)
+    m._sessions += -(-n // per_connection)
+    m.ip_first_seen.setdefault(source_ip, now)
+
+    def finish(consequences: int = 0) -> BatchReplies:
+        codes = np.asarray(table.codes, dtype=np.int32)[tid] if n else np.zeros(0, np.int32)
+        return BatchReplies(codes, tid, table.lines, table.enhanced, table.kinds, consequences)
+
+    def all_get(r: Reply) -> BatchReplies:
+        tid[:] = table.add(r)
+        m.stats[r.kind] = m.stats.get(r.kind, 0) + n - 1
+        return finish()
+
+    if n == 0:
+        return finish()
+    # connect (judged once for the batch: same IP, same instant)
+    if m.in_brownout(now):
+        return all_get(m.reply("brownout", ip=source_ip))
+    if m.listed_until.get(nb, -math.inf) > now:
+        return all_get(m.reply("dnsbl_listed", ip=source_ip, netblock=nb))
+    if m.score("ip", source_ip, now) < p.rep_block_below:
+        return all_get(m.reply("reputation_block", ip=source_ip, netblock=nb))
+    if m.open_connections.get(source_ip, 0) >= p.max_connections_per_ip:
+        return all_get(m.reply("too_many_connections", ip=source_ip,
+                               limit=str(p.max_connections_per_ip)))
+    # MAIL: what is the same for every message
+    sender = facts.mail_from
+    if p.tls_required and not tls:
+        return all_get(m.reply("tls_required", ip=source_ip))
+    if sender and not valid_address(sender):
+        return all_get(m.reply("bad_address", recipient=sender))
+    if facts.size > p.max_message_bytes:
+        return all_get(m.reply("too_large", size=str(p.max_message_bytes)))
+    # RCPT: per recipient
+    uf, ff = p.unknown_fraction, p.full_fraction
+    kinds: list[MailboxKind | None] = [
+        mailbox_kind(r, uf, ff) if valid_address(r) else None for r in recipients]
+    rv = np.zeros(n, dtype=np.int8)
+    for i, k in enumerate(kinds):
+        if k is None:
+            rv[i] = _R_BAD
+        elif k == "unknown":
+            rv[i] = _R_UNKNOWN
+        elif k == "inactive":
+            rv[i] = _R_INACTIVE
+        elif k == "full":
+            rv[i] = _R_FULL
+    if p.greylist_enabled:
+        sess = Session(0, source_ip, nb, now, tls=tls, mail_from=sender)
+        for i in np.flatnonzero(rv == _R_OK).tolist():
+            if not m._greylist_pass(sess, recipients[i], now):
+                rv[i] = _R_GREY
+    ok = rv == _R_OK
+    # reputation cost of unknown recipients (same-sign bumps at one instant add up),
+    # charged before DATA as the per-message path charges each before the next DATA
+    bad_users = int(np.count_nonzero((rv == _R_UNKNOWN) |
+                                     (rv == _R_INACTIVE)))
+    if bad_users:
+        delta = -p.rep_unknown_penalty * bad_users
+        m.bump("ip", source_ip, now, delta)
+        m.bump("netblock", nb, now, delta)
+        if domain_of(sender):
+            m.bump("spf_domain", domain_of(sender), now, delta)
+    # DATA: what is the same for every message that got this far
+    static: Reply | None = None
+    if p.auth_require != "none":
+        dkim_ok = facts.dkim_domain is not None
+        passed = (dkim_ok or facts.spf_pass) if p.auth_require == "spf_or_dkim" else (
+            dkim_ok and facts.spf_pass)
+        if not passed:
+            static = m.reply("unauthenticated", ip=source_ip,
+                             domain=facts.spf_domain or domain_of(sender))
+    keys = m._scope_keys(source_ip, nb, facts)
+    if static is None:
+        for scope, key in keys:
+            if scope not in ("ip", "netblock") and m.score(scope, key, now) < p.rep_block_below:
+                static = m.reply("reputation_block", ip=source_ip, domain=key)
+                break
+    # daily cap of a young IP (a MAIL-stage refusal once reached)
+    cap = m.daily_cap(source_ip, now)
+    day = int((now - m.ip_first_seen.get(source_ip, now)) // DAY)
+    cap_left = n
+    if cap is not None:
+        d, done = m.daily.get(source_ip, (day, 0))
+        cap_left = max(0, cap - (done if d == day else 0))
+    # messages per connection: the model refuses MAIL after its limit in one session
+    cand = ok.copy()
+    if per_connection > p.max_messages_per_connection and static is None:
+        csum = np.cumsum(cand)
+        starts = np.arange(0, n, per_connection)
+        before = np.concatenate([[0], csum[starts[1:] - 1]]) if len(starts) > 1 else np.zeros(1)
+        pos = csum - np.repeat(before.astype(np.int64), per_connection)[:n]
+        over = cand & (pos > p.max_messages_per_connection)
+        if over.any():
+            tid[over] = table.add(m.reply("too_many_messages", ip=source_ip,
+                                          limit=str(p.max_messages_per_connection)))
+            m.stats["too_many_messages"] += int(over.sum()) - 1
+            cand &= ~over
+    # bulk senders: volume counts every message reaching DATA, in order
+    if static is None and p.bulk_threshold and p.bulk_require != "none":
+        static = _bulk_batch(m, source_ip, now, facts, cand)
+    # rate windows: accept while every scope is under its tier's limit
+    rate_limit = n
+    rate_reply: tuple[str, str, int] | None = None
+    if static is None:
+        for scope, key in keys:
+            limit = p.rate_limits[scope][m.tier(scope, key, now)]
+            room = max(0, limit - m.windows[scope].count(key, now))
+            if room < rate_limit:
+                rate_limit, rate_reply = room, (scope, key, limit)
+    else:
+        rate_limit = 0
+    n_cand = int(cand.sum())
+    accepted_n = min(n_cand, rate_limit, cap_left)
+    cand_idx = np.flatnonzero(cand)
+    acc_idx = cand_idx[:accepted_n]
+    rest = cand_idx[accepted_n:]
+    capped_from = n  # messages from here on got the daily-cap refusal at MAIL
+    if cap is not None and cap_left <= rate_limit and n_cand > cap_left:
+        capped_from = int(acc_idx[-1]) + 1 if accepted_n else 0
+    # reply ids: rcpt failures, then static/rate refusals, then the cap, then accepts
+    for code_v, kind in ((_R_BAD, "bad_address"), (_R_UNKNOWN, "unknown_user"),
+                         (_R_INACTIVE, "inactive_user"), (_R_FULL, "mailbox_full"),
+                         (_R_GREY, "greylisted")):
+        for i in np.flatnonzero(rv[:capped_from] == code_v).tolist():
+            addr = recipients[i]
+            tid[i] = table.add(m.reply(kind, recipient=addr, ip=source_ip,
+                                       domain=domain_of(addr)))
+    if len(rest):
+        if static is not None:
+            r = static
+        elif rate_reply is not None and rate_limit < cap_left:
+            scope, key, limit = rate_reply
+            r = m.reply(f"rate_{scope}", ip=source_ip, netblock=nb, domain=key,
+                        limit=str(limit))
+        else:
+            r = m.reply("daily_cap", ip=source_ip, limit=str(cap))
+        tid[rest] = table.add(r)
+        m.stats[r.kind] += len(rest) - 1
+    if capped_from < n:
+        r = m.reply("daily_cap", ip=source_ip, limit=str(cap))
+        tid[capped_from:] = table.add(r)
+        m.stats[r.kind] += n - capped_from - 1
+    if not accepted_n:
+        return finish()
+    accepted_r = m.reply("accepted", ip=source_ip)
+    tid[acc_idx] = table.add(accepted_r)
+    m.stats["accepted"] += accepted_n - 1
+    for scope, key in keys:
+        add_many(m.windows[scope], key, now, accepted_n)
+    if cap is not None:
+        d, done = m.daily.get(source_ip, (day, 0))
+        m.daily[source_ip] = (day, (done if d == day else 0) + accepted_n)
+    return finish(_batch_consequences(m, now, source_ip, facts, recipients, refs, kinds,
+                                      acc_idx, keys, rng))
+
+
+def _bulk_batch(m: ProviderModel, ip: str, now: float, facts: MessageFacts,
+                cand: np.ndarray) -> Reply | None:
+    """``_bulk_check`` for every candidate in order; refuses them all once the sending
+    domain is bulk and fails the stricter rules (the first ones, under the threshold,
+    never see it: an approximation that only matters on the crossing batch)."""
+    p = m.params
+    sending = (facts.from_domain or domain_of(facts.mail_from)).lower()
+    org = org_domain(sending)
+    k = int(cand.sum())
+    if not org or not k:
+        return None
+    m.bulk_volume.add(org, now, k)
+    if not (p.bulk_permanent and org in m.bulk_domains):
+        if m.bulk_volume.count(org, now) <= p.bulk_threshold:
+            return None
+        m.bulk_domains.setdefault(org, now)
+    spf_domain = facts.spf_domain or domain_of(facts.mail_from)
+    values = {"ip": ip, "domain": sending, "spf_domain": spf_domain,
+              "dkim_domain": facts.dkim_domain or ""}
+    if not facts.spf_pass:
+        return m.reply("bulk_spf", **values)
+    if facts.dkim_domain is None:
+        return m.reply("bulk_dkim", **values)
+    if p.bulk_require == "spf_dkim_dmarc":
+        dmarc = facts.dmarc_record and (
+            aligned(spf_domain, sending) or aligned(facts.dkim_domain, sending))
+        if not dmarc:
+            return m.reply("bulk_dmarc", **values)
+    return None
+
+
+def _batch_consequences(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
+                        recipients: Sequence[str], refs: Sequence[str],
+                        kinds: list[MailboxKind | None], acc_idx: np.ndarray,
+                        keys: tuple[tuple[str, str], ...], rng: np.random.Generator) -> int:
+    """Draw and schedule the accepted messages' consequences (same rules and rates as
+    ``_consequences``, with numpy draws)."""
+    p = m.params
+    a = len(acc_idx)
+    lane = facts.lane if facts.lane in p.complaint_rate else "lifecycle"
+    u = rng.random((a, 3))
+    z = rng.standard_normal(a)
+    acc = acc_idx.tolist()
+    kind_a = [kinds[i] for i in acc]
+    trap = np.fromiter((k == "trap" for k in kind_a), dtype=bool, count=a)
+    named_bounce = np.fromiter((k == "bounce" for k in kind_a), dtype=bool, count=a)
+    named_compl = np.fromiter((k == "complain" for k in kind_a), dtype=bool, count=a)
+    named_eng = np.fromiter((k == "engaged" for k in kind_a), dtype=bool, count=a)
+    bounce = ~trap & (named_bounce | (u[:, 0] < p.async_bounce_fraction))
+    compl = ~trap & ~bounce & (named_compl | (u[:, 1] < p.complaint_rate[lane]))
+    eng = ~trap & ~bounce & ~compl & (named_eng | (u[:, 2] < p.engagement_rate[lane]))
+    n_out = 0
+    base = {"provider": m.name, "source_ip": source_ip, "mail_from": facts.mail_from,
+            "dkim_domain": facts.dkim_domain, "message_id": facts.message_id}
+    for j in np.flatnonzero(trap).tolist():
+        i = acc[j]
+        m._schedule(Consequence(kind="trap_hit", at=now, recipient=recipients[i],
+                                ref=refs[i], **base), keys)  # type: ignore[arg-type]
+        n_out += 1
+    for j in np.flatnonzero(bounce).tolist():
+        i = acc[j]
+        r = m.reply("bounce_unknown", recipient=recipients[i])
+        m._schedule(Consequence(kind="bounce", at=now + p.async_bounce_delay_s, report=True,
+                                status=r.enhanced, text=r.line(), recipient=recipients[i],
+                                ref=refs[i], **base), keys)  # type: ignore[arg-type]
+        n_out += 1
+    for mask, kind, median, sigma, report in (
+            (compl, "complaint", p.complaint_delay_median_s, p.complaint_delay_sigma, p.fbl),
+            (eng, "engagement", p.engagement_delay_median_s, p.engagement_delay_sigma, False)):
+        sel = np.flatnonzero(mask)
+        if not len(sel):
+            continue
+        ats = (now + median * np.exp(sigma * z[sel])).tolist()
+        for j, at in zip(sel.tolist(), ats, strict=True):
+            i = acc[j]
+            m._schedule(Consequence(kind=kind, at=at, recipient=recipients[i],  # type: ignore[arg-type]
+                                    ref=refs[i], report=report, **base), keys)  # type: ignore[arg-type]
+        n_out += len(sel)
+    m._apply_due(now)
+    return n_out

@@ -8,6 +8,7 @@ drops those older than the window first, so each event is appended and removed o
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
 
 
 class SlidingCounter:
@@ -78,3 +79,13 @@ class BucketCounter:
         else:
             q.append([slot, n])
             self._trim(q, slot)
+
+
+def add_many(counter: SlidingCounter, key: str, now: float, n: int) -> None:
+    """``counter.add(key, now, n)`` in one C-level extend (a batch driver's path)."""
+    if n <= 0:
+        return
+    q = counter.events.get(key)
+    if q is None:
+        q = counter.events[key] = deque()
+    q.extend(repeat(now, n))
