@@ -6,15 +6,18 @@ rules (named blocklists, unknown users, quota, greylisting, relay, TLS, SPF/DKIM
 codes); (4) the basic reply code. ``temporary`` is the SMTP class and nothing else. The words
 used are those of ``engine.policy.types`` (meanings in the reply-vocabulary reference).
 
-Pure: no IO, no clocks. Rules are compiled once and indexed by basic and enhanced code, and
-text rules are guarded by plain substring checks, so a reply costs a few regex searches.
+Pure: no IO, no clocks. Rules are compiled once; provider rules are indexed by basic and
+enhanced code and guarded by literal checks; the cross-provider text stage finds every guard
+literal of every text rule in ONE trie-shaped regex scan (``_GuardIndex``) and then runs only
+the alternatives whose literal occurs, where it occurs - exactly what an in-order search of
+the rules would pick (a property test holds it to that).
 It must not load files (``engine.profiles`` does) nor keep state between calls.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from engine.policy.providers import GENERIC, ProviderMatcher
@@ -100,11 +103,17 @@ def _leading_literal(alt: str) -> tuple[str, bool]:
 
 
 class _Guarded:
-    """A case-insensitive regex evaluated through literal guards (see ``TextRule``)."""
+    """A case-insensitive regex evaluated through literal guards (see ``TextRule``).
 
-    __slots__ = ("full", "guarded", "literals", "residual")
+    The regex is split at its top-level ``|``: alternatives that are plain literals are found
+    in one scan of the lower-cased text; an alternative that starts with a literal is tried
+    only where that literal occurs; the residual alternatives only when one of ``keys`` occurs
+    (always, without keys). Non-ASCII text takes the full regex.
+    """
 
-    def __init__(self, pattern: str) -> None:
+    __slots__ = ("full", "guarded", "key_list", "keys", "literal_list", "literals", "residual")
+
+    def __init__(self, pattern: str, keys: tuple[str, ...] = ()) -> None:
         self.full = re.compile(pattern, re.IGNORECASE)
         guarded: list[tuple[str, re.Pattern[str]]] = []
         literals: list[str] = []
@@ -117,21 +126,17 @@ class _Guarded:
                 guarded.append((literal, re.compile(alt, re.IGNORECASE)))
             else:
                 residual.append(alt)
+        self.literal_list = tuple(literals)
         self.guarded: tuple[tuple[str, re.Pattern[str]], ...] = tuple(guarded)
+        self.key_list = tuple(k.lower() for k in keys) if residual else ()
         # all pure-literal alternatives in one scan of the lower-cased text
-        self.literals = (
-            re.compile("|".join(re.escape(x) for x in sorted(literals, key=len, reverse=True)))
-            if literals
-            else None
-        )
+        self.literals = _alternation(literals)
         self.residual = re.compile("|".join(residual), re.IGNORECASE) if residual else None
+        self.keys = _alternation(list(self.key_list))
 
-    def search(self, text: str, low: str, keys: tuple[str, ...] = ()) -> bool:
-        """True when the regex matches ``text``; ``low`` is ``text.lower()``.
-
-        ``keys``, when given, guard the residual alternatives (those without a literal start).
-        """
-        if not text.isascii():
+    def search(self, text: str, low: str, ascii_text: bool = True) -> bool:
+        """True when the regex matches ``text``; ``low`` is ``text.lower()``."""
+        if not ascii_text:
             return self.full.search(text) is not None
         if self.literals is not None and self.literals.search(low) is not None:
             return True
@@ -141,9 +146,17 @@ class _Guarded:
                 return True
         if self.residual is None:
             return False
-        if keys and not any(k in low for k in keys):
+        if self.keys is not None and self.keys.search(low) is None:
             return False
         return self.residual.search(text) is not None
+
+
+def _alternation(literals: list[str]) -> re.Pattern[str] | None:
+    """One regex for "any of ``literals``" (longest first), or None for none."""
+    if not literals:
+        return None
+    ordered = sorted(set(literals), key=lambda x: (-len(x), x))
+    return re.compile("|".join(re.escape(x) for x in ordered))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +180,7 @@ class TextRule:
 
     def matches(self, text: str, low: str) -> bool:
         """True when ``pattern`` matches ``text`` (``low`` is ``text.lower()``)."""
-        return self.guard.search(text, low, self.keys)
+        return self.guard.search(text, low, text.isascii())
 
 
 def _tr(
@@ -179,7 +192,7 @@ def _tr(
     scope: Scope,
     classes: str = "245",
 ) -> TextRule:
-    guard = _Guarded(pattern)
+    guard = _Guarded(pattern, keys)
     return TextRule(f"text.{name}", keys, guard.full, category, action, scope, guard, classes)
 
 
@@ -231,6 +244,9 @@ TEXT_RULES: tuple[TextRule, ...] = (
         r"\bdnsbl\b|\brbl\b|\bdnsbls\b|sorbs|abuseat|\bcbl\b|cloudmark|uceprotect|mailspike|"
         r"senderscore|ivmsip|invaluement|spamrats|\bpsbl\b|backscatterer|0spam|abusix|gbudb|"
         r"hostkarma|lashback|nordspam|blocked using [a-z0-9.-]+\.[a-z]{2,}|"
+        # Trend Micro's Email Reputation Services (the former MAPS lists, lookup pages on
+        # mail-abuse.com) are public IP blocklists: https://ers.trendmicro.com/
+        r"trend micro (?:email reputation|rbl|qil|dul|ers)|mail-abuse\.(?:com|org)|"
         r"listed (?:in|on|at|by) (?:the )?[a-z0-9.-]+\.(?:org|net|com|info)\b",
         "dnsbl_listed",
         "pause_pool",
@@ -254,6 +270,18 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "dns_failure",
         "retry_soon",
         "domain",
+    ),
+    # A resolver failing on the receiver's side while it checks us ("451 4.4.0 DNS resolution
+    # failed"); 4xx only: a 5xx "lookup failed" is about the recipient domain (below).
+    _tr(
+        "dns_resolution",
+        ("dns", "resolver"),
+        r"dns (?:resolution|lookup|query) (?:has )?(?:failed|failure|error)|"
+        r"resolver (?:failure|error)",
+        "dns_failure",
+        "retry_soon",
+        "domain",
+        "4",
     ),
     _tr(
         "sender_domain",
@@ -291,6 +319,16 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "mailbox_full",
         "retry_later",
         "recipient",
+    ),
+    # Postfix check_sender_access REJECT: "Sender address rejected: Access denied"
+    # (https://www.postfix.org/access.5.html) is about our sender, not the recipient.
+    _tr(
+        "sender_rejected",
+        ("sender address rejected",),
+        r"sender address rejected: (?:access denied|blocked|not (?:owned|logged in))",
+        "policy",
+        "dead_letter",
+        "message",
     ),
     _tr(
         "mailbox_unknown",
@@ -368,12 +406,36 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "dead_letter",
         "message",
     ),
+    # Gmail's 421 4.7.28 "unusual rate of (unsolicited) email ... temporarily rate limited"
+    # names an SPF or DKIM domain as the source; the reply is still a rate limit (throttled,
+    # reply-vocabulary), or content_spam when the source is a URL domain in the body. Ahead of
+    # the auth rule, which would otherwise take "your DKIM domain" for an auth failure.
+    _tr(
+        "unusual_rate_url",
+        ("unusual rate",),
+        r"unusual rate of .{0,80}containing one of your url domains",
+        "content_spam",
+        "retry_slow_down",
+        "domain",
+    ),
+    _tr(
+        "unusual_rate_limited",
+        ("unusual rate",),
+        r"unusual rate of .{0,250}rate[- ]limited",
+        "throttled",
+        "retry_slow_down",
+        "ip",
+    ),
     _tr(
         "ptr",
         ("ptr", "reverse", "rdns", "hostname", "fcrdns", "forward"),
         r"\bptr\b|reverse (?:dns|hostname|lookup|mapping)|\brdns\b|fcrdns|forward[- ]confirmed|"
         r"cannot find your (?:reverse )?hostname|(?:helo|ehlo).{0,40}(?:does not|doesn'?t) "
-        r"(?:resolve|match)|does not resolve to your ip|hostname .{0,40}does not match",
+        r"(?:resolve|match)|does not resolve to your ip|hostname .{0,40}does not match|"
+        # our HELO name (Exim ACL "Invalid HELO name", Postfix reject_non_fqdn_helo_hostname)
+        r"invalid (?:helo|ehlo)|(?:helo|ehlo) (?:name|hostname) (?:is )?(?:invalid|not valid)|"
+        r"need fully-qualified hostname|helo command rejected: invalid|"
+        r"ehlo command rejected: invalid",
         "auth_failure",
         "fix_auth",
         "ip",
@@ -383,7 +445,11 @@ TEXT_RULES: tuple[TextRule, ...] = (
         ("spf", "dkim", "dmarc", "domainkeys", "authenticat", "align", "sender policy"),
         r"\bspf\b|\bdkim\b|\bdmarc|domainkeys|sender policy framework|unauthenticated|"
         r"not authenticated|authentication (?:failed|failure|check|results|level)|"
-        r"failed (?:the )?authentication|\baligned\b|alignment",
+        r"failed (?:the )?authentication|\baligned\b|alignment|"
+        # Exchange Online's "Rejected by header based Anti-Spoofing policy": the From domain
+        # failed its authentication checks (https://learn.microsoft.com/en-us/defender-office-
+        # 365/anti-spoofing-protection-about)
+        r"anti-?spoofing",
         "auth_failure",
         "fix_auth",
         "domain",
@@ -407,6 +473,17 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "retry_soon",
         "message",
     ),
+    # Outlook.com's RP-00x deferrals quoted by any relay, no provider given: "We have limits
+    # for how many messages can be sent per hour and per day" (https://sendersupport.olc.
+    # protection.outlook.com/pm/troubleshooting.aspx).
+    _tr(
+        "outlook_rp",
+        ("rp-", "limits for how many"),
+        r"\brp-00\d\b|limits for how many (?:messages|e?mails) can be sent",
+        "throttled",
+        "retry_slow_down",
+        "ip",
+    ),
     _tr(
         "throttle_recipient",
         ("receiving", "too many messages for", "recipient rate", "mailbox rate", "delivery rate"),
@@ -417,6 +494,18 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "retry_later",
         "recipient",
     ),
+    # A per-IP concurrency cap (Cisco Secure Email and Exim's smtp_accept_max both answer
+    # "421 Too many concurrent SMTP connections ..."): the conversation is refused, not the
+    # volume, so `connection` (reply-vocabulary), and we open fewer connections at once.
+    _tr(
+        "concurrency",
+        ("concurren",),
+        r"too many concurrent (?:smtp )?(?:connections|sessions)|"
+        r"concurrent (?:connection|session)s? (?:limit|exceeded)|concurrency limit",
+        "connection",
+        "retry_slow_down",
+        "connection",
+    ),
     _tr(
         "throttle_connection",
         ("connection", "session", "concurren"),
@@ -426,6 +515,28 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "throttled",
         "retry_slow_down",
         "connection",
+    ),
+    # ... except a "very low reputation" named as the cause: Gmail's 421 4.7.0 "suspicious due
+    # to the very low reputation ... temporarily rate limited" is reputation_block, slowed down
+    # (as the gmail profile reads it; reply-vocabulary, reputation_block).
+    _tr(
+        "low_reputation_rate_limited",
+        ("low reputation",),
+        r"low reputation.{0,200}rate[- ]limited",
+        "reputation_block",
+        "retry_slow_down",
+        "ip",
+    ),
+    # "temporarily rate limited" wins over the reason given with it ("due to IP reputation",
+    # "unusual rate of unsolicited mail"): the receiver still takes mail, slower (Outlook
+    # 4.7.650 and Gmail 4.7.28 in the reply-vocabulary are throttled / retry_slow_down).
+    _tr(
+        "rate_limited",
+        ("rate limit", "rate-limit"),
+        r"rate[- ]limited",
+        "throttled",
+        "retry_slow_down",
+        "ip",
     ),
     _tr(
         "reputation",
@@ -443,7 +554,12 @@ TEXT_RULES: tuple[TextRule, ...] = (
             "denied",
             "(bl)",
         ),
-        r"reputation|(?:ip|sender|sending|host|server|network|domain|address)\b.{0,40}"
+        r"reputation|suspicious (?:ip|host|network|sender ip)\b|"
+        # Exchange Online 5.7.708 "traffic not accepted from this IP" (low-reputation IP,
+        # https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/
+        # non-delivery-reports-in-exchange-online/non-delivery-reports-in-exchange-online)
+        r"traffic not accepted from (?:this|your) ip|"
+        r"(?:ip|sender|sending|host|server|network|domain|address)\b.{0,40}"
         r"(?:blocked|banned|blacklisted|block-?listed|black-?listed)|"
         r"(?:blocked|banned|blacklisted) (?:your |the |this )?(?:ip|sender|host|server|domain)|"
         r"on our (?:internal )?(?:block|black) ?list|(?:our|local) (?:block|black) ?list|"
@@ -472,7 +588,8 @@ TEXT_RULES: tuple[TextRule, ...] = (
         r"\bspam\b|spam (?:content|score|message)|junk ?mail|unsolicited|bulk mail|"
         r"content (?:filter|rejected|policy|denied)|(?:message|mail) content|suspicious|phish|"
         r"virus|malware|infected|(?:banned|prohibited|illegal|forbidden|blocked) attachment|"
-        r"looks like spam|spam-?like|classified as spam|dt:spm",
+        r"looks like spam|spam-?like|classified as spam|dt:spm|content restrictions?|"
+        r"unacceptable content|(?:rejected|blocked) (?:due to|because of) (?:its |the )?content",
         "content_spam",
         "fix_content",
         "message",
@@ -554,6 +671,159 @@ TEXT_RULES: tuple[TextRule, ...] = (
     ),
 )
 
+
+
+def _trie_regex(literals: set[str]) -> str:
+    """A regex matching any of ``literals`` (longest at a position), shaped as a trie so the
+    engine compares a few characters per position instead of trying every literal."""
+    root: dict[str, dict] = {}  # type: ignore[type-arg]
+    end = ""  # marks "a literal ends here" (no literal is empty)
+    for lit in literals:
+        node = root
+        for ch in lit:
+            node = node.setdefault(ch, {})
+        node[end] = {}
+
+    def emit(node: dict[str, dict]) -> str:  # type: ignore[type-arg]
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch != end]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if end in node:
+            return "(?:" + body + ")?" if len(alts) == 1 else body + "?"
+        return body
+
+    return emit(root)
+
+
+class _GuardIndex:
+    """Which of a tuple of guarded regexes matches first, from ONE scan of the lower-cased text.
+
+    One trie-shaped regex finds, at every position, the longest of all the literals the
+    guards use (plain-literal alternatives, literal prefixes of other alternatives, keys).
+    Two literals occurring at one position are prefixes of one another, so that longest one
+    tells every literal there. Then: an entry with a plain literal found certainly matches
+    (``None`` matches everything); an alternative with a literal prefix is matched only
+    where its prefix was found; residual alternatives run only when a key was found (always,
+    without keys) - and only for entries earlier than the best match so far.
+    Non-ASCII text: a plain in-order search.
+    """
+
+    __slots__ = (
+        "_alts",
+        "_guards",
+        "_info",
+        "_keys",
+        "_residual",
+        "_scan",
+        "_sure",
+        "_sure_always",
+    )
+
+    def __init__(self, guards: tuple[_Guarded | None, ...]) -> None:
+        self._guards = guards
+        sure: dict[str, int] = {}
+        keys: dict[str, int] = {}
+        alts: dict[str, list[tuple[int, re.Pattern[str]]]] = {}
+        residual = 0
+        sure_always = 0
+        for i, g in enumerate(guards):
+            bit = 1 << i
+            if g is None:
+                sure_always |= bit
+                continue
+            for lit in g.literal_list:
+                sure[lit] = sure.get(lit, 0) | bit
+            for lit, rx in g.guarded:
+                alts.setdefault(lit, []).append((i, rx))
+            if g.residual is not None:
+                if g.key_list:
+                    for k in g.key_list:
+                        keys[k] = keys.get(k, 0) | bit
+                else:
+                    residual |= bit
+        every = set(sure) | set(keys) | set(alts)
+        # a literal found at a position implies every shorter literal that is its prefix
+        implied = {lit: [p for p in every if lit.startswith(p)] for lit in every}
+        self._sure = {lit: _or(sure.get(p, 0) for p in ps) for lit, ps in implied.items()}
+        self._keys = {lit: _or(keys.get(p, 0) for p in ps) for lit, ps in implied.items()}
+        self._alts = {
+            lit: tuple(sorted((x for p in ps for x in alts.get(p, ())), key=lambda x: x[0]))
+            for lit, ps in implied.items()
+        }
+        self._residual = residual
+        self._sure_always = sure_always
+        # one lookup per literal found: (sure bits, key bits, alternatives starting with it)
+        self._info = {lit: (self._sure[lit], self._keys[lit], self._alts[lit]) for lit in every}
+        self._scan = re.compile("(?=(" + _trie_regex(every) + "))") if every else None
+
+    def first(self, text: str, low: str, ascii_text: bool) -> int:
+        """Index of the first entry that matches ``text`` (``low`` is ``text.lower()``),
+        or -1 when none does."""
+        guards = self._guards
+        if not ascii_text:
+            for i, g in enumerate(guards):
+                if g is None or g.full.search(text) is not None:
+                    return i
+            return -1
+        sure = self._sure_always
+        residual = self._residual
+        found: list[tuple[int, tuple[tuple[int, re.Pattern[str]], ...]]] = []
+        if self._scan is not None:
+            info = self._info
+            for m in self._scan.finditer(low):
+                s_bits, k_bits, alts = info[m.group(1)]
+                sure |= s_bits
+                residual |= k_bits
+                if alts:
+                    found.append((m.start(), alts))
+        best = (sure & -sure).bit_length() - 1 if sure else len(guards)
+        for pos, alts in found:
+            for i, rx in alts:
+                if i >= best:
+                    break
+                if rx.match(text, pos) is not None:
+                    best = i
+                    break
+        residual &= (1 << best) - 1
+        i = 0
+        while residual:
+            if residual & 1:
+                g = guards[i]
+                if g is not None and g.residual is not None and g.residual.search(text):
+                    return i
+            residual >>= 1
+            i += 1
+        return best if best < len(guards) else -1
+
+
+class _TextIndex:
+    """The cross-provider text rules, one ``_GuardIndex`` per reply class."""
+
+    __slots__ = ("_by_class",)
+
+    def __init__(self, rules: tuple[TextRule, ...]) -> None:
+        self._by_class: dict[str, tuple[tuple[TextRule, ...], _GuardIndex]] = {}
+        for cls in ("", "2", "3", "4", "5"):
+            chosen = tuple(r for r in rules if not cls or cls in r.classes)
+            self._by_class[cls] = (chosen, _GuardIndex(tuple(r.guard for r in chosen)))
+
+    def first(self, text: str, low: str, ascii_text: bool, cls: str) -> TextRule | None:
+        """The first rule (in order) that matches ``text`` and applies to reply class ``cls``
+        ("" for any); ``low`` is ``text.lower()``."""
+        rules, index = self._by_class.get(cls) or self._by_class[""]
+        at = index.first(text, low, ascii_text)
+        return rules[at] if at >= 0 else None
+
+
+def _or(bits: Iterable[int]) -> int:
+    out = 0
+    for b in bits:
+        out |= b
+    return out
+
+
+_TEXT_INDEX = _TextIndex(TEXT_RULES)
 
 @dataclass(frozen=True, slots=True)
 class _Meaning:
@@ -743,10 +1013,12 @@ class _ProviderRules:
         return found
 
     def first_match(
-        self, code: int | None, enhanced: str | None, text: str, low: str
+        self, code: int | None, enhanced: str | None, text: str, low: str, ascii_text: bool
     ) -> ReplyRule | None:
+        # Code-filtered lists are short and usually decided by their first rules, so a
+        # rule-by-rule walk beats building a one-scan index per (code, enhanced) here.
         for cr in self.candidates(code, enhanced):
-            if cr.pattern is None or cr.pattern.search(text, low):
+            if cr.pattern is None or cr.pattern.search(text, low, ascii_text):
                 return cr.rule
         return None
 
@@ -792,9 +1064,10 @@ class Classifier:
         name = GENERIC
         if provider:
             name = self._matcher.resolve(provider)
-            if name == GENERIC and provider.strip().lower() != GENERIC:
+            given = provider.strip().lower()
+            if name == GENERIC and given != GENERIC:
                 reasons.append(f"unknown provider {provider!r}, using generic")
-            elif provider.strip().lower() != name:
+            elif given != name:
                 reasons.append(f"provider {provider!r} is {name}")
         parsed = parse_reply(text, code, enhanced)
         reasons.extend(parsed.reasons)
@@ -826,26 +1099,26 @@ class Classifier:
             )
 
         low = body.lower()
+        ascii_text = body.isascii()
         # 1. the provider's rules, then generic's (MTA wordings) for everyone
         for owner in (name, GENERIC) if name != GENERIC else (GENERIC,):
-            hit = self._rules[owner].first_match(code, enh, body, low)
+            hit = self._rules[owner].first_match(code, enh, body, low, ascii_text)
             if hit is not None:
                 reasons.append(f"provider {owner} rule {hit.id} matched")
                 return verdict(hit.category, hit.action, hit.scope, hit.id, hit.retry_after_s)
 
         # 2. cross-provider text rules
-        for tr in TEXT_RULES:
-            if cls and cls not in tr.classes:
-                continue
-            if tr.matches(body, low):
-                reasons.append(f"text rule {tr.id} matched")
-                return verdict(tr.category, tr.action, tr.scope, tr.id, None)
+        tr = _TEXT_INDEX.first(body, low, ascii_text, cls)
+        if tr is not None:
+            reasons.append(f"text rule {tr.id} matched")
+            return verdict(tr.category, tr.action, tr.scope, tr.id, None)
 
         # 3. the enhanced status code registry
         if enh is not None:
             _, _, sd = enh.partition(".")
             subject = sd.partition(".")[0]
-            table = _REGISTRY_TEMPORARY if enh[0] == "4" else {}
+            # a 4.x.x code inside a 5xx reply ("550 4.4.7 QUEUE.Expired") reads as permanent
+            table = _REGISTRY_TEMPORARY if enh[0] == "4" and temporary else {}
             meaning = table.get(sd) or _REGISTRY.get(sd)
             key = sd
             if meaning is None and subject in ("4", "6"):

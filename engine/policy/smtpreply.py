@@ -9,7 +9,7 @@ Yahoo's ``[#4.16.1]`` enhanced codes. Pure string work; it never classifies.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["ParsedReply", "parse_reply"]
 
@@ -29,15 +29,17 @@ _CODE_AND_ENHANCED = re.compile(
     r"(?<![\d.])([245])(\d\d)[\s-]+#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)"
 )
 # A basic code after a colon, semicolon, quote or "said:" (Exim, Exchange, Postfix DSN texts).
+_ENHANCED_ONLY = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _CODE_AFTER = re.compile(
     r"(?:[:;'\"(\[]|said:|returned|reply:)\s*([245][0-5]\d)(?=[\s\-'\"]|$)", re.IGNORECASE
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedReply:
-    """A reply taken apart: the codes found, the flat text, and how they were found."""
+class ParsedReply(NamedTuple):
+    """A reply taken apart: the codes found, the flat text, and how they were found.
+
+    A named tuple (immutable, cheap to build: one is made per classified reply)."""
 
     code: int | None
     enhanced: str | None
@@ -110,7 +112,7 @@ def parse_reply(text: str, code: int | None = None, enhanced: str | None = None)
                     reasons.append(f"found code {code} inside text")
     if enhanced is not None:
         enh = enhanced.strip().lstrip("#")
-        if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", enh):
+        if _ENHANCED_ONLY.fullmatch(enh):
             enhanced = enh
         else:
             reasons.append(f"ignored invalid enhanced code {enhanced!r}")

@@ -130,3 +130,39 @@ def test_text_rule_guards_never_change_a_result(text: str) -> None:
     low = text.lower()
     for rule in TEXT_RULES:
         assert rule.matches(text, low) is (rule.pattern.search(text) is not None), rule.id
+
+
+def _fragments() -> list[str]:
+    """Literal pieces of every text rule (plain literals, prefixes, keys) and their cases."""
+    from engine.policy.classify import TEXT_RULES
+
+    out: set[str] = set()
+    for rule in TEXT_RULES:
+        g = rule.guard
+        for lit in (*g.literal_list, *(p for p, _ in g.guarded), *g.key_list):
+            out.update((lit, lit.upper(), lit.title()))
+    return sorted(out)
+
+
+RULE_TEXT = st.lists(
+    st.one_of(st.sampled_from(_fragments()), st.text(max_size=8), st.sampled_from([" ", ": "])),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(RULE_TEXT, REPLY_TEXT), st.sampled_from(["", "2", "4", "5"]))
+def test_one_pass_text_index_equals_rule_by_rule(text: str, cls: str) -> None:
+    """The one-scan text stage picks exactly the rule a plain in-order search would."""
+    from engine.policy.classify import _TEXT_INDEX, TEXT_RULES
+
+    expected = next(
+        (
+            r
+            for r in TEXT_RULES
+            if (not cls or cls in r.classes) and r.pattern.search(text) is not None
+        ),
+        None,
+    )
+    got = _TEXT_INDEX.first(text, text.lower(), text.isascii(), cls)
+    assert got is expected, (text, got and got.id, expected and expected.id)
