@@ -1,0 +1,166 @@
+"""``inboxlab demo`` end to end as a user runs it: a subprocess, real sockets, real children.
+
+One run of ``python -m inboxlab demo --home TMP --messages 200`` (sandbox, warmup sim, live
+engine over HTTP, warehouse, report). Then, from the outside: the summary was printed, the
+report is one self-contained HTML file, the warehouse holds live + sandbox + sim events
+(through ``inboxlab query --format json``), every accepted live recipient reached a final
+state or is still queued, the sandbox saw what the engine says it delivered, and no child
+process or listening port of the run is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+N = 200
+
+
+def _inboxlab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "inboxlab", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def _query(home: Path, sql: str) -> list[dict[str, Any]]:
+    res = _inboxlab("query", "--home", str(home), "--format", "json", sql)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout.strip()
+    return json.loads(text) if text.startswith("[") else [json.loads(x) for x in
+                                                          text.splitlines() if x.strip()]
+
+
+def _descendants_of_run(marker: str) -> list[str]:
+    """Command lines of live processes that mention this run's home folder."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd:
+            found.append(f"{pid}: {cmd}")
+    return found
+
+
+def _external_loads(html: str) -> list[str]:
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            for name, value in attrs:
+                if (tag in ("script", "img", "link", "iframe") and name in ("src", "href")
+                        and value and not value.startswith("data:")):
+                    found.append(f"<{tag} {name}={value}>")
+
+    Tags().feed(html)
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("demo-home")
+    res = subprocess.run([sys.executable, "-m", "inboxlab", "demo", "--home", str(home),
+                          "--messages", str(N), "--wait", "20"],
+                         capture_output=True, text=True, timeout=150, check=False)
+    return {"home": home, "res": res}
+
+
+def test_exit_zero_and_summary(demo: dict[str, Any]) -> None:
+    res = demo["res"]
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert f"{N} messages accepted live" in out
+    for col in ("source", "provider", "delivered", "deferred", "bounced", "complaints"):
+        assert col in out
+    for source in ("live", "sandbox", "sim"):
+        assert re.search(rf"│ {source} +│ gmail", out), f"no {source} x gmail row"
+    assert f"inboxlab dash --home {demo['home']}" in out
+    assert "Traceback" not in res.stderr
+
+
+def test_report_is_self_contained(demo: dict[str, Any]) -> None:
+    m = re.search(r"report:\s+(\S+\.html)", demo["res"].stdout)
+    assert m, demo["res"].stdout
+    report = Path(m.group(1))
+    assert report.is_file() and report.is_relative_to(demo["home"])
+    html = report.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert len(html) > 2000
+    # nothing fetched from elsewhere: no tag loads a script, style or image by URL
+    assert _external_loads(html) == []
+    assert "<script" in html.lower()  # the charts' code is inlined, not linked
+
+
+def test_warehouse_has_all_three_sources(demo: dict[str, Any]) -> None:
+    rows = _query(demo["home"], "SELECT source, count(*) AS n FROM events GROUP BY source")
+    by = {r["source"]: r["n"] for r in rows}
+    assert set(by) >= {"live", "sandbox", "sim"}, by
+    assert all(by[s] > 0 for s in ("live", "sandbox", "sim"))
+
+
+def test_every_live_recipient_accounted_for(demo: dict[str, Any]) -> None:
+    home = demo["home"]
+    enq = _query(home, "SELECT count(DISTINCT message_id || recipient) AS n FROM events "
+                       "WHERE source = 'live' AND event = 'enqueued'")[0]["n"]
+    assert enq == N
+    outcomes = _query(home, "SELECT coalesce(outcome, 'queued') AS state, count(*) AS n "
+                            "FROM messages WHERE source = 'live' GROUP BY ALL")
+    by = {r["state"]: r["n"] for r in outcomes}
+    assert sum(by.values()) == N, by
+    assert set(by) <= {"delivered", "bounced", "queued", "expired", "dead_lettered",
+                       "suppressed"}, by
+    assert by.get("delivered", 0) >= N * 0.8, by
+    # every planned unknown-* recipient that reached a final state bounced (the models also
+    # make a small hashed share of other addresses unknown, so other bounces may occur)
+    unknown = _query(home, "SELECT DISTINCT outcome FROM messages WHERE source = 'live' "
+                           "AND recipient LIKE 'unknown-%' AND outcome IS NOT NULL")
+    assert [r["outcome"] for r in unknown] == ["bounced"], unknown
+    codes = _query(home, "SELECT DISTINCT smtp_code FROM events WHERE source = 'live' "
+                         "AND event = 'bounced'")
+    assert codes and all(500 <= r["smtp_code"] <= 599 for r in codes), codes
+    # the printed accounting is the warehouse's
+    line = re.search(r"live recipients by final state: (.*)", demo["res"].stdout)
+    assert line and f"delivered {by['delivered']}" in line.group(1)
+
+
+def test_sandbox_received_what_the_engine_delivered(demo: dict[str, Any]) -> None:
+    home = demo["home"]
+    live = _query(home, "SELECT count(*) AS n FROM events WHERE source = 'live' "
+                        "AND event = 'delivered'")[0]["n"]
+    box = _query(home, "SELECT count(*) AS n FROM events WHERE source = 'sandbox' "
+                       "AND event = 'delivered'")[0]["n"]
+    assert live == box > 0
+    ips = {r["source_ip"] for r in _query(
+        home, "SELECT DISTINCT source_ip FROM events WHERE source = 'sandbox' "
+              "AND event = 'delivered'")}
+    assert ips and all(ip.startswith("127.0.0.") and ip != "127.0.0.1" for ip in ips), ips
+
+
+def test_no_child_left_running(demo: dict[str, Any]) -> None:
+    assert demo["res"].returncode == 0
+    assert _descendants_of_run(str(demo["home"])) == []
+    logs = next((demo["home"] / "demo").iterdir()) / "logs" / "engine.log"
+    assert logs.is_file()
+    m = re.search(r"http://127\.0\.0\.1:(\d+)", logs.read_text())
+    assert m, "the engine never said where it served"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0, "engine port still open"
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    res = _inboxlab("demo", "--home", str(tmp_path), "--messages", "0")
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == ["inboxlab: error: --messages must be at least 1"]
