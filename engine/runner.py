@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -75,7 +76,11 @@ class Runner:
 
     def __init__(self, config: LabConfig, spool: Spool, *, secret: bytes,
                  resolver: Resolver | None = None, seed: int = 0,
-                 clock: Callable[[], float] = time.time, timeout: float = 30.0) -> None:
+                 clock: Callable[[], float] = time.time, timeout: float = 30.0,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        """``tls_context``: the client context for STARTTLS; None verifies certificates as
+        ``ssl.create_default_context()`` does. Tests against the sandbox's self-signed cert
+        pass ``engine.delivery.smtp.unverified_tls_context()`` explicitly."""
         from engine.profiles import load_profiles
 
         self.config = config
@@ -106,7 +111,7 @@ class Runner:
         self._choice: dict[tuple[str, str], list[tuple[Group, int]]] = {}
         self.holder: dict[int, Group] = {}
         self.resolver = resolver or Resolver(config)
-        self.pool = ConnectionPool(timeout=timeout)
+        self.pool = ConnectionPool(timeout=timeout, tls_context=tls_context)
         self.signers: dict[str, list[DkimSigner]] = {}
         base = Path(config.file).parent
         for domain, model in config.domains.items():
@@ -116,22 +121,29 @@ class Runner:
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
+        # outcomes not yet written: flushed per session, per loop pass and before any other
+        # decision (a crash before the flush leaves them in flight -> recovery decides)
+        self._batch: list[tuple[int, str, str | None, dict[str, Any]]] = []
 
     # -- decisions --------------------------------------------------------------------------
     def apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None
               ) -> None:
-        """Write each decision to the spool (one transaction each)."""
+        """Write decisions to the spool: delivered/deferred outcomes are batched (``flush``),
+        any other decision flushes first and is written in its own transaction."""
         for d in decisions:
             info = (extra or {}).get(getattr(d, "id", -1), {})
             if not isinstance(d, Retry):
                 self.holder.pop(getattr(d, "id", -1), None)
             why = "; ".join(getattr(d, "reasons", ()))[:500]
             if isinstance(d, Delivered):
-                self.spool.finish(d.id, "delivered", event="delivered", **info)
-            elif isinstance(d, Retry):
-                self.spool.finish(d.id, "deferred", event="deferred", next_at=d.at,
-                                  reason=why, **info)
-            elif isinstance(d, Suppress):
+                self._batch.append((d.id, "delivered", "delivered", info))
+                continue
+            if isinstance(d, Retry):
+                self._batch.append((d.id, "deferred", "deferred",
+                                    {**info, "next_at": d.at, "reason": why}))
+                continue
+            self.flush()  # keep the order of what was decided
+            if isinstance(d, Suppress):
                 self.spool.finish(d.id, "bounced", event="bounced", reason=why, **info)
                 job = self.spool.job(d.id)
                 self.spool.suppress(job.tenant, job.rcpt, "bounce")
@@ -149,6 +161,12 @@ class Runner:
             else:
                 self.spool.emit(event="automation", pool=d.pool, provider=d.provider,
                                 state=d.state, rule=d.rule, reason=why)
+
+    def flush(self) -> None:
+        """Write the batched outcomes (delivered / deferred) in one spool transaction."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.spool.finish_many(batch)
 
     # -- loop -------------------------------------------------------------------------------
     def intake(self) -> int:
@@ -203,6 +221,7 @@ class Runner:
 
     def step(self) -> float | None:
         """One pass: intake, tick, due -> start sends. Returns the next wake-up time."""
+        self.flush()
         self.intake()
         wakes: list[float] = []
         for group in self.groups.values():
@@ -234,6 +253,7 @@ class Runner:
         """Wait for in-flight sends, then QUIT pooled connections."""
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        self.flush()
         await self.pool.close()
 
     # -- sending ----------------------------------------------------------------------------
@@ -275,6 +295,26 @@ class Runner:
                 self._record(group, d, job, res)
                 if res.code is None:
                     break
+                if res.code == 421:
+                    # RFC 5321 3.8: 421 closes the session; as an MTA does, the reply
+                    # stands for the rest of this batch (same reason, DATA not started).
+                    for rest in jobs:
+                        if rest.id not in done:
+                            done.add(rest.id)
+                            self._record(group, d, rest, SendResult(421, res.text, False,
+                                                                    dest.host))
+                    break
+                if res.stage == "mail" and 400 <= res.code < 500:
+                    # the server refuses this sender on this session for now (e.g. Postfix
+                    # anvil "450 4.7.1 too much mail"): stop here rather than hammer it with
+                    # the rest of the batch; those were not tried and come back soon.
+                    for rest in jobs:
+                        if rest.id not in done:
+                            done.add(rest.id)
+                            self._record(group, d, rest, SendResult(
+                                None, f"not tried: session refused MAIL ({res.text[:200]})",
+                                False, dest.host))
+                    break
             return len(done)
 
         try:
@@ -293,6 +333,7 @@ class Runner:
             if job.id not in done:
                 self._record(group, d, job, SendResult(None, "connection lost", False,
                                                        dest.host))
+        self.flush()
 
     async def _send_one(self, client: Any, dest: Destination, job: Job) -> SendResult:
         import aiosmtplib
@@ -311,19 +352,22 @@ class Runner:
             message = signer.sign(message, timestamp=int(now))
         sender = verp_address(self.secret, job.public_id, job.rcpt, bounce)
         data_started = False
+        stage = "mail"
         try:
             await client.mail(sender)
+            stage = "rcpt"
             await client.rcpt(job.rcpt)
-            await asyncio.to_thread(self.spool.data_started, [job.id], dest.host)
+            stage = "data"
+            self.spool.data_started([job.id], dest.host)  # WAL, no fsync: cheap inline
             data_started = True
             reply = await client.data(message)
             self.sent += 1
-            return SendResult(reply.code, reply.message, True, dest.host)
+            return SendResult(reply.code, reply.message, True, dest.host, stage)
         except aiosmtplib.SMTPResponseException as exc:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 if exc.code < 500 or not data_started:
                     await client.rset()
-            return SendResult(exc.code, exc.message, data_started, dest.host)
+            return SendResult(exc.code, exc.message, data_started, dest.host, stage)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return SendResult(None, str(exc) or type(exc).__name__, data_started, dest.host)
 

@@ -1,6 +1,6 @@
 """Message building: the stored base message and the per-recipient headers added at send.
 
-Owns Message-ID, Date, Feedback-ID, RFC 8058 one-click List-Unsubscribe (an HTTPS URL with
+Owns Message-ID, Date, the ``X-Inboxlab-Lane`` header, Feedback-ID, RFC 8058 one-click List-Unsubscribe (an HTTPS URL with
 an HMAC-signed token, plus mailto) and the VERP Return-Path with an HMAC
 (``bounces+<msgid>.<rcpt-hash>.<mac>@<bounce domain>``) and their parsers, which reject
 forged tokens. Signing is ``engine.dkim``; nothing here does IO.
@@ -22,6 +22,8 @@ from engine.errors import InputError
 
 # RFC 8058 section 3.1: these lanes carry one-click unsubscribe; transactional mail does not.
 UNSUBSCRIBE_LANES = frozenset({"lifecycle", "prospecting"})
+# The lane by intent travels with the message (read by the sandbox's provider models).
+LANE_HEADER = "X-Inboxlab-Lane"
 _VERP = re.compile(r"^bounces\+(m_[0-9a-f]{24})\.([0-9a-f]{12})\.([0-9a-f]{16})@(.+)$", re.I)
 
 
@@ -92,6 +94,8 @@ def build_base(*, from_addr: str, from_name: str | None, subject: str, text: str
                         **(headers or {})}.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise InputError(f"header {name}: CR/LF not allowed")
+        if name.lower() == LANE_HEADER.lower():
+            raise InputError(f"header {name}: set by the engine from the lane")
     msg["From"] = formataddr((from_name, from_addr)) if from_name else from_addr
     msg["Subject"] = subject
     if reply_to:
@@ -108,11 +112,13 @@ def recipient_headers(*, secret: bytes, public_id: str, rid: int, tenant: str, l
                       campaign: str | None, sending_domain: str, rcpt: str,
                       feedback_prefix: str | None, unsubscribe_base: str | None,
                       bounce_domain: str, now: float) -> bytes:
-    """Headers added per recipient at send time: To, Date, Message-ID, Feedback-ID and, on
+    """Headers added per recipient at send time: To, Date, Message-ID, ``X-Inboxlab-Lane``
+    (the lane by intent; the sandbox's provider models read it), Feedback-ID and, on
     lifecycle/prospecting mail, List-Unsubscribe + List-Unsubscribe-Post (RFC 8058)."""
     lines = [f"To: {rcpt}",
              f"Date: {format_datetime(datetime.fromtimestamp(now, tz=UTC))}",
-             f"Message-ID: <{public_id}.{rid}@{sending_domain}>"]
+             f"Message-ID: <{public_id}.{rid}@{sending_domain}>",
+             f"{LANE_HEADER}: {lane}"]
     if feedback_prefix:
         # Gmail's Feedback-ID is colon-separated identifiers, sender id last.
         lines.append(f"Feedback-ID: {campaign or 'none'}:{lane}:{tenant}:{feedback_prefix}")

@@ -26,6 +26,19 @@ class SendResult:
     text: str
     data_started: bool
     mx_host: str
+    stage: str = ""  # the command the reply answered: "mail", "rcpt" or "data"
+
+
+def unverified_tls_context() -> ssl.SSLContext:
+    """A client context that accepts ANY certificate (self-signed sandbox certs in tests).
+
+    Never a default: a caller must pass it explicitly (``Runner(tls_context=...)``). Without
+    it STARTTLS verifies the peer as ``ssl.create_default_context()`` does.
+    """
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class _Conn:
@@ -62,6 +75,11 @@ class ConnectionPool:
                                  start_tls=False, tls_context=self.tls_context)
         await client.connect()
         self.opened += 1
+        try:
+            await client.ehlo()  # connect() alone has not said EHLO: no extensions known yet
+        except aiosmtplib.SMTPException:
+            client.close()
+            raise
         if client.supports_extension("starttls"):
             try:
                 await client.starttls(tls_context=self.tls_context)

@@ -170,38 +170,65 @@ class Spool:
         request under that key raises ``IdempotencyConflict``; more than ``max_active``
         live recipients in the spool raises ``InputError`` (the caller answers 429).
         """
+        with self.tx() as db:
+            return self._accept(db, self.clock(), tenant=tenant, idem_key=idem_key,
+                                request=request, lane=lane, campaign=campaign,
+                                sending_domain=sending_domain, mail_from=mail_from,
+                                recipients=recipients, body=body, expires=expires,
+                                max_active=max_active)
+
+    def accept_many(self, requests: list[dict[str, Any]]) -> list[Accepted | InputError]:
+        """Group commit: ``accept`` each request (the keyword arguments of ``accept``) in ONE
+        transaction and one fsync. Each request gets its own result: an ``Accepted``, or the
+        ``InputError`` / ``IdempotencyConflict`` it raised, which rolls back only that
+        request (a savepoint each). Nothing is visible or durable before this returns."""
+        out: list[Accepted | InputError] = []
+        now = self.clock()
+        with self.tx() as db:
+            for kw in requests:
+                db.execute("SAVEPOINT one")
+                try:
+                    out.append(self._accept(db, now, **kw))
+                except InputError as exc:
+                    db.execute("ROLLBACK TO one")
+                    out.append(exc)
+                db.execute("RELEASE one")
+        return out
+
+    def _accept(self, db: sqlite3.Connection, now: float, *, tenant: str, idem_key: str,
+                request: bytes, lane: str, campaign: str | None, sending_domain: str,
+                mail_from: str, recipients: Iterable[str], body: bytes,
+                expires: float | None = None, max_active: int | None = None) -> Accepted:
         rhash = hashlib.sha256(request).hexdigest()
         bhash = hashlib.sha256(body).hexdigest()
         rcpts = list(dict.fromkeys(r.strip() for r in recipients))
         if not rcpts:
             raise InputError("a message needs at least one recipient")
-        now = self.clock()
-        with self.tx() as db:
-            row = db.execute("SELECT public_id, request_hash FROM messages WHERE tenant=? AND "
-                             "idem_key=?", (tenant, idem_key)).fetchone()
-            if row is not None:
-                if row[1] != rhash:
-                    raise IdempotencyConflict(
-                        f"Idempotency-Key {idem_key!r} was used with another request")
-                return Accepted(row[0], False)
-            if max_active is not None and self._active(db) + len(rcpts) > max_active:
-                raise InputError("spool is full")
-            db.execute("INSERT OR IGNORE INTO bodies VALUES (?, ?)", (bhash, body))
-            public_id = "m_" + secrets.token_hex(12)
-            cur = db.execute(
-                "INSERT INTO messages (public_id, tenant, lane, campaign, idem_key, request_hash,"
-                " sending_domain, mail_from, body_hash, created, expires)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (public_id, tenant, lane, campaign, idem_key, rhash, sending_domain, mail_from,
-                 bhash, now, expires))
-            mid = cur.lastrowid
-            for rcpt in rcpts:
-                domain = rcpt.rsplit("@", 1)[-1].lower()
-                db.execute("INSERT INTO recipients (message_id, rcpt, domain, state, updated)"
-                           " VALUES (?,?,?,?,?)", (mid, rcpt, domain, "queued", now))
-                self._emit(db, tenant, event="enqueued", message_id=public_id, recipient=rcpt,
-                           sending_domain=sending_domain, lane=lane, campaign=campaign,
-                           state="queued", enqueued_ts=now, ts=now)
+        row = db.execute("SELECT public_id, request_hash FROM messages WHERE tenant=? AND "
+                         "idem_key=?", (tenant, idem_key)).fetchone()
+        if row is not None:
+            if row[1] != rhash:
+                raise IdempotencyConflict(
+                    f"Idempotency-Key {idem_key!r} was used with another request")
+            return Accepted(row[0], False)
+        if max_active is not None and self._active(db) + len(rcpts) > max_active:
+            raise InputError("spool is full")
+        db.execute("INSERT OR IGNORE INTO bodies VALUES (?, ?)", (bhash, body))
+        public_id = "m_" + secrets.token_hex(12)
+        cur = db.execute(
+            "INSERT INTO messages (public_id, tenant, lane, campaign, idem_key, request_hash,"
+            " sending_domain, mail_from, body_hash, created, expires)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (public_id, tenant, lane, campaign, idem_key, rhash, sending_domain, mail_from,
+             bhash, now, expires))
+        mid = cur.lastrowid
+        for rcpt in rcpts:
+            domain = rcpt.rsplit("@", 1)[-1].lower()
+            db.execute("INSERT INTO recipients (message_id, rcpt, domain, state, updated)"
+                       " VALUES (?,?,?,?,?)", (mid, rcpt, domain, "queued", now))
+            self._emit(db, tenant, event="enqueued", message_id=public_id, recipient=rcpt,
+                       sending_domain=sending_domain, lane=lane, campaign=campaign,
+                       state="queued", enqueued_ts=now, ts=now)
         return Accepted(public_id, True)
 
     @staticmethod
@@ -311,6 +338,25 @@ class Spool:
             if event is not None:
                 self._emit_for(db, rid, event, now, smtp_code=code, response=response,
                                state=new_state, **fields)
+
+    def finish_many(self, items: list[tuple[int, str, str | None, dict[str, Any]]]) -> None:
+        """``finish`` each (rid, new_state, event, fields) in ONE transaction (the runner
+        batches the outcomes of a dispatch: one commit instead of one per recipient)."""
+        if not items:
+            return
+        now = self.clock()
+        with self.tx() as db:
+            for rid, new_state, event, fields in items:
+                fields = dict(fields)
+                code, response = fields.pop("code", None), fields.pop("response", None)
+                next_at = fields.pop("next_at", None)
+                ambiguous = bool(fields.pop("ambiguous", False))
+                db.execute("UPDATE attempts SET code=?, response=?, finished=? WHERE "
+                           "recipient_id=? AND finished IS NULL", (code, response, now, rid))
+                self._move(db, rid, new_state, now, next_at=next_at, ambiguous=ambiguous)
+                if event is not None:
+                    self._emit_for(db, rid, event, now, smtp_code=code, response=response,
+                                   state=new_state, **fields)
 
     def _move(self, db: sqlite3.Connection, rid: int, new: str, now: float,
               next_at: float | None = None, ambiguous: bool = False) -> None:
