@@ -11,7 +11,10 @@ tenant x sending domain x lane x campaign, an audience of one entry per recorded
 then its traffic generator is swapped for ``RecordedTraffic`` and its audience for
 ``ReplayAudience`` (which answers the recorded recipient addresses, so the models decide
 bounces and complaints as they did). Arrivals enter at the start of their ``step_s`` slice,
-as in every simulated run. Must not touch the world's code, the models or the warehouse
+as in every simulated run. Without an explicit lab, a recording of one simulated scenario
+(its rows name it) replays on that scenario's lab, so pools and routes are the recorded ones;
+anything else on ``fixtures/lab.toml``. The policy FILE is the only policy: the scheduler's
+params and the ``policy_version`` of every row come from it. Must not touch the world's code, the models or the warehouse
 (callers hand in frames).
 """
 
@@ -61,6 +64,23 @@ def arrivals_from_events(frame: pl.DataFrame) -> pl.DataFrame:
         raise InputError("no recorded arrivals: the source has no enqueued events or attempts")
     return out.select("ts", *KEY, "tenant", "lane", "provider", "sending_domain", "campaign",
                       "recipient")
+
+
+def recorded_lab(frame: pl.DataFrame) -> Path | None:
+    """The lab of the one simulated scenario ``frame`` was recorded from, if it names one
+    that still resolves (``fixtures/scenarios``); else None."""
+    from engine.errors import ConfigError
+    from sim.scenario import load_scenario
+
+    if "scenario" not in frame.columns:
+        return None
+    names = frame["scenario"].drop_nulls().unique().to_list()
+    if len(names) != 1 or not names[0] or "/" in names[0] or names[0] == "replay":
+        return None
+    try:
+        return load_scenario(names[0]).lab
+    except ConfigError:
+        return None
 
 
 class ReplayAudience(AudienceTable):
@@ -145,7 +165,7 @@ def replay(frame: pl.DataFrame, policy: Path, out: Path | None = None, *, seed: 
     providers = tuple(sorted(set(arr["provider"])))
     scenario = Scenario(
         name="replay", file=str(policy), description=f"replay of {source}",
-        lab=lab or DEFAULT_LAB, policy=policy, start=start, duration_s=duration, step_s=step_s,
+        lab=lab or recorded_lab(frame) or DEFAULT_LAB, policy=policy, start=start, duration_s=duration, step_s=step_s,
         audience=Audience(size=arr.height, mix=dict.fromkeys(providers, 1.0)),
         streams=streams, ip_age_days=ip_age_days or {})
     world = World(scenario, seed, run_id=f"replay-{seed}")
