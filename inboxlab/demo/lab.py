@@ -1,7 +1,9 @@
 """The demo's steps, in order, with every child process stopped on any exit.
 
 Owns ``DemoOptions`` and ``run_demo``: start the sandbox (``inboxlab sandbox --json``) and
-the warmup simulation (``inboxlab sim run warmup-30d``) side by side, start the engine
+the warmup simulation (``inboxlab sim run warmup-30d``) side by side, tune the warming pool's
+policy in a tiny simulation and stage the winner as a 10 % canary through the promotion gates
+(``inboxlab.demo.promotion``; a refusal is reported, not fatal), start the engine
 (``inboxlab serve`` on a free port with ``fixtures/demo/lab.toml`` routed to the sandbox),
 POST the demo traffic, wait for the spool to drain (or settle, or a deadline), stop the
 engine and the sandbox with SIGTERM, load the three runs into the warehouse exactly once,
@@ -11,7 +13,6 @@ write the HTML report and print the summary. Each invocation works in its own ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -21,9 +22,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from inboxlab.demo.promotion import PromotionOutcome
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 DEMO = FIXTURES / "demo"
@@ -52,6 +56,7 @@ class DemoResult:
     live_run_id: str
     sandbox_run_ids: list[str]
     sim_run_ids: list[str]
+    promotion: PromotionOutcome
     accounting: dict[str, int]
     accepted: int
     rows: list[dict[str, Any]]
@@ -152,10 +157,15 @@ def _run(opts: DemoOptions, home: Path, run: str, run_dir: Path, kids: Any, out:
             raise InputError(f"sandbox printed no address map: {line[:200]}") from None
     _step(err, "sandbox: " + ", ".join(f"{k} {h}:{p}" for k, (h, p) in addrs.items()))
 
-    # 3. promotion of the warmup policy to the demo pool
-    if importlib.util.find_spec("inboxlab.commands.promote") is None:
-        _step(err, "[yellow]promotion skipped[/]: `inboxlab promote` is not in this build; "
-                   "pool mkt-b runs warmup-conservative-v1 from the demo config")
+    # 3. the warmup policy tuned in simulation, admitted through the gates, staged as a canary
+    from inboxlab.demo.promotion import describe, promote_warmup
+
+    t_p = time.monotonic()
+    with err.status("tuning the warming pool's policy in simulation and promoting it"):
+        promo = promote_warmup(home, run_dir, DEMO / "lab.toml", seed=opts.seed, run=run)
+    timings["promote"] = time.monotonic() - t_p
+    colour = "green" if promo.outcome == "canary" else "yellow"
+    _step(err, f"[{colour}]promotion {promo.outcome}[/]: {promo.message}")
 
     # 4. the engine
     env = dict(os.environ)
@@ -168,7 +178,7 @@ def _run(opts: DemoOptions, home: Path, run: str, run_dir: Path, kids: Any, out:
             "serve", "--config", str(DEMO / "lab.toml"), "--home", str(engine_home),
             "--port", str(port), "--seed", str(opts.seed)), log=logs / "engine.log", env=env)
         wait_port(port, proc, 60, "the engine (inboxlab serve)", logs / "engine.log")
-    timings["start"] = time.monotonic() - t0
+    timings["start"] = time.monotonic() - t0 - timings["promote"]
 
     # 5. traffic over HTTP
     reqs = traffic.plan(opts.messages, run, opts.seed)
@@ -243,10 +253,12 @@ def _run(opts: DemoOptions, home: Path, run: str, run_dir: Path, kids: Any, out:
     out.print(render(rows, f"inboxlab demo {run}: {accepted} messages accepted live"))
     out.print("live recipients by final state: "
               + ", ".join(f"{k} {v}" for k, v in accounting.items()))
+    for line in describe(promo, home):
+        out.print(line, highlight=False)
     out.print(f"report:    {report}")
     out.print(f"dashboard: inboxlab dash --home {home}")
     out.print("timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    return DemoResult(run, run_dir, report, live_run, sandbox_runs, sim_runs, accounting,
+    return DemoResult(run, run_dir, report, live_run, sandbox_runs, sim_runs, promo, accounting,
                       accepted, rows, timings)
 
 

@@ -42,7 +42,7 @@ def plan(n: int, run: str, seed: int = 7) -> list[Request]:
     """``n`` requests, the same for the same ``seed`` (recipients carry ``run`` so re-runs
     into one warehouse stay distinct)."""
     rng = random.Random(seed)
-    domains, dw = zip(*DOMAINS, strict=True)
+    domains, dw = [d for d, _ in DOMAINS], [w for _, w in DOMAINS]
     streams, sw = list(STREAMS), [s[4] for s in STREAMS]
     out = []
     for i in range(n):

@@ -4,8 +4,12 @@ One run of ``python -m inboxlab demo --home TMP --messages 200`` (sandbox, warmu
 engine over HTTP, warehouse, report). Then, from the outside: the summary was printed, the
 report is one self-contained HTML file, the warehouse holds live + sandbox + sim events
 (through ``inboxlab query --format json``), every accepted live recipient reached a final
-state or is still queued, the sandbox saw what the engine says it delivered, and no child
-process or listening port of the run is left behind.
+state or is still queued, the sandbox saw what the engine says it delivered, the warmup
+policy tuned in simulation went through the promotion gates to the warming pool (its
+``promotion`` events are in the warehouse and match the record and the printed summary), and
+no child process or listening port of the run is left behind. The promotion step alone is then
+re-run into the same home (it replaces its own canary) and against someone else's canary (it
+leaves that alone).
 """
 
 from __future__ import annotations
@@ -164,3 +168,111 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     res = _inboxlab("demo", "--home", str(tmp_path), "--messages", "0")
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == ["inboxlab: error: --messages must be at least 1"]
+
+
+def _promotion_events(home: Path) -> list[dict[str, Any]]:
+    return _query(home, "SELECT run_id, seq, state, pool, policy_version, reason, "
+                        "CAST(detail AS VARCHAR) AS detail FROM events "
+                        "WHERE event = 'promotion' ORDER BY seq")
+
+
+def test_promotion_step_ran(demo: dict[str, Any]) -> None:
+    home, out = demo["home"], demo["res"].stdout
+    assert demo["res"].returncode == 0, demo["res"].stderr[-3000:]
+    rows = _promotion_events(home)
+    assert rows, "no promotion event in the warehouse"
+    assert {r["pool"] for r in rows} == {"mkt-b"}  # the demo config's warming pool
+    assert all("inboxlab-demo" in r["detail"] for r in rows)
+    line = re.search(r"^promotion: mkt-b (\S+)", out, re.M)
+    assert line, out
+    run_dir = next((home / "demo").iterdir())
+    ev = json.loads((run_dir / "promotion" / "evaluation.json").read_text())
+    assert ev["base"]["version"] == "warmup-conservative-v1"  # what the pool runs now
+    assert ev["kind"] == "inboxlab.tuning.evaluation" and ev["seeds"] == [7]
+    if line.group(1) == "refused:":  # a legitimate outcome: audited, printed, demo went on
+        assert [r["state"] for r in rows] == ["refused"]
+        assert rows[0]["reason"].split(": ", 1)[1] in out
+        return
+    m = re.search(r"^promotion: mkt-b canary 10 %: (\S+) \(candidate\) vs "
+                  r"warmup-conservative-v1 \(current\)", out, re.M)
+    assert m, out
+    candidate = m.group(1)
+    assert [r["state"] for r in rows] == ["stage-1", "stage-10"]
+    assert {r["policy_version"] for r in rows} == {candidate} == {ev["winner"]["version"]}
+    assert rows[0]["reason"].startswith("admit: gates passed")
+    record = json.loads((home / "promotion" / "mkt-b.json").read_text())
+    assert (record["state"], record["stage_percent"]) == ("canary", 10.0)
+    assert record["candidate_version"] == candidate
+    policy = Path(record["candidate_policy"])
+    assert policy.is_relative_to(run_dir) and f'version = "{candidate}"' in policy.read_text()
+    # the gates' interval is the evaluation's, and it lies above zero (throughput, maximised)
+    lo, hi = ev["winner"]["comparison"]["objective"]["ci95"]
+    assert 0 < lo <= hi
+    assert f"95 % CI {lo:+.2f} .. {hi:+.2f}" in out and "gates: superior" in out
+    assert re.search(r"^timings:.* promote \d+\.\ds", out, re.M), out
+
+
+def test_promotion_rerun_replaces_its_own_canary(demo: dict[str, Any]) -> None:
+    from inboxlab.demo.lab import DEMO
+    from inboxlab.demo.promotion import promote_warmup
+
+    home = demo["home"]
+    before = _promotion_events(home)
+    was_canary = before and before[-1]["state"].startswith("stage-")
+    run_dir = home / "rerun"
+    res = promote_warmup(home, run_dir, DEMO / "lab.toml", seed=7, run="rerun")
+    after = _promotion_events(home)
+    new = after[len(before):]
+    assert [r["seq"] for r in after] == list(range(1, len(after) + 1))  # one audit trail
+    if was_canary:
+        assert new[0]["state"] == "rolled_back" and "demo run rerun" in new[0]["reason"]
+        new = new[1:]
+    assert res.outcome in ("canary", "refused"), res.message
+    assert [r["state"] for r in new] == (["stage-1", "stage-10"] if res.outcome == "canary"
+                                         else ["refused"])
+    record = json.loads((home / "promotion" / "mkt-b.json").read_text())
+    if res.outcome == "canary":
+        assert record["candidate_policy"].startswith(str(run_dir))
+        assert record["stage_percent"] == 10.0 and record["current_version"] == res.current
+
+
+def test_promotion_leaves_someone_elses_canary_alone(tmp_path: Path) -> None:
+    from inboxlab.demo.lab import DEMO
+    from inboxlab.demo.promotion import promote_warmup
+
+    policy = DEMO.parent / "policies" / "warmup-conservative-v1.toml"
+    record = {"pool": "mkt-b", "state": "canary", "stage_percent": 25.0,
+              "current_version": "warmup-conservative-v1", "current_policy": str(policy),
+              "candidate_version": "hand-tuned-3", "candidate_policy": str(policy),
+              "updated_at": 1.0}
+    (tmp_path / "promotion").mkdir()
+    path = tmp_path / "promotion" / "mkt-b.json"
+    path.write_text(json.dumps(record))
+    (tmp_path / "promotion" / "audit.jsonl").write_text(json.dumps(
+        {"n": 1, "pool": "mkt-b", "action": "admit", "state": "stage-1", "actor": "alice",
+         "at": 1.0, "policy_version": "hand-tuned-3", "reason": "r", "evidence": {}}) + "\n")
+    res = promote_warmup(tmp_path, tmp_path / "run", DEMO / "lab.toml", seed=7, run="x")
+    assert res.outcome == "skipped" and "alice" in res.message
+    assert json.loads(path.read_text()) == record
+    assert not (tmp_path / "run" / "promotion").exists()  # nothing tuned, nothing admitted
+
+
+def test_promotion_refused_by_the_gates_is_reported(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-run objective on one seed gives one pair, so no interval: the gates must refuse,
+    the step must say why, audit it, put it in the warehouse, and write no record."""
+    import inboxlab.demo.promotion as step
+    from inboxlab.demo.lab import DEMO
+
+    monkeypatch.setattr(step, "TUNE_ARGS", ("--objective", "deferral_rate", "--budget", "2",
+                                            "--scale", "0.01", "--set", "duration=1d"))
+    res = step.promote_warmup(tmp_path, tmp_path / "run", DEMO / "lab.toml", seed=7, run="x")
+    assert res.outcome == "refused", res.message
+    assert "fewer than 2 pairs" in res.message
+    assert [s["action"] for s in res.steps] == ["refuse"]
+    assert not (tmp_path / "promotion" / "mkt-b.json").exists()
+    rows = _promotion_events(tmp_path)
+    assert [(r["state"], r["policy_version"]) for r in rows] == [("refused", res.candidate)]
+    lines = step.describe(res, tmp_path)
+    assert lines[0] == f"promotion: mkt-b refused: {res.message}"
+    assert not any("promote status" in ln for ln in lines)  # no record to show yet
