@@ -9,7 +9,8 @@ Files
     relative to the lab file), ``[tenants.<name>]``, ``[domains."<domain>"]``,
     ``[pools.<name>]`` (each may name its own ``policy``), ``[routes."<domain>"]``
     (``"*.suffix"`` and ``"*"`` allowed; ``to = "host:port"`` with ``${ENV:-default}``
-    expansion, or ``mx = true`` for DNS) and ``[shaping]``.
+    expansion, or ``mx = true`` for DNS), ``[shaping]`` and ``[serve]`` (the listeners of
+    ``inboxlab serve``: ``[serve.inbound]``, ``[serve.submission]``, ``[serve.webhooks]``).
     policy file (``fixtures/policies/*.toml``): ``version``, ``[lanes.<lane>]``,
     ``[breaker]``, ``warmup_default`` + ``[warmup.<plan>]`` and ``[shaping]``.
     Durations are seconds or strings like ``"15m"``, ``"4h"``, ``"1h30m"``, ``"3d"``.

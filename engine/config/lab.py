@@ -15,6 +15,7 @@ from engine.config.models import (
     DomainModel,
     PolicyModel,
     PoolModel,
+    ServeModel,
     ShapingModel,
     ShapingPatch,
     TenantModel,
@@ -69,6 +70,7 @@ class LabConfig:
     pool_policy: Mapping[str, str]  # pool -> policy file
     default_policy: str | None
     profiles: Mapping[str, ProviderProfile] = field(default_factory=dict)
+    serve: ServeModel = field(default_factory=ServeModel)  # ``[serve]``: listeners
 
     # --- lookups ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from engine.config.models import (
     PolicyModel,
     PoolModel,
     RouteModel,
+    ServeModel,
     ShapingModel,
     TenantModel,
     format_duration,
@@ -38,7 +39,7 @@ from engine.config.models import (
 from engine.errors import ConfigError, ConfigErrors
 from engine.policy.types import LANES, ProviderProfile
 
-LAB_TOP_KEYS = ("name", "description", "policy", *LAB_SECTIONS, "shaping")
+LAB_TOP_KEYS = ("name", "description", "policy", *LAB_SECTIONS, "shaping", "serve")
 _SECRET_KEYS = {"api_keys", "webhook_secret"}
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -161,6 +162,7 @@ def _read_toml(path: Path, file: str) -> dict[str, Any]:
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {k: TypeAdapter(v) for k, v in LAB_SECTIONS.items()}
 _SHAPING = TypeAdapter(ShapingModel)
+_SERVE = TypeAdapter(ServeModel)
 _POLICY = TypeAdapter(PolicyModel)
 _STR = TypeAdapter(str)
 
@@ -215,6 +217,9 @@ def load_config(
     all_pools = set(doc.get("pools", {})) if isinstance(doc.get("pools"), dict) else set()
     all_tenants = set(doc.get("tenants", {})) if isinstance(doc.get("tenants"), dict) else set()
     shaping = _validate(_SHAPING, doc.get("shaping", {}), file, ("shaping",), probs)
+    serve = _validate(_SERVE, doc.get("serve", {}), file, ("serve",), probs)
+    if serve is not None:
+        _check_serve(file, base, serve, probs)
 
     # --- policy files ---------------------------------------------------------------
     policies: dict[str, LoadedPolicy] = {}
@@ -433,6 +438,7 @@ def load_config(
         pools=pools,
         routes=routes,
         shaping=shaping if shaping is not None else ShapingModel(),
+        serve=serve if serve is not None else ServeModel(),
         policies=policies,
         pool_policy=pool_policy,
         default_policy=default_policy,
@@ -644,6 +650,46 @@ def _expand_env(
         probs.add(file, loc, f"environment variable {missing[0]} is not set and has no default")
         return None
     return out
+
+
+def _check_serve(file: str, base: Path, serve: ServeModel, probs: _Problems) -> None:
+    """``[serve]`` across its tables: certificate files, ports that collide, domains."""
+    sub = serve.submission
+    loc: Loc = ("serve", "submission")
+    if (sub.cert_file is None) != (sub.key_file is None):
+        missing = "key_file" if sub.key_file is None else "cert_file"
+        probs.add(file, (*loc, missing), "cert_file and key_file are given together")
+    for key in ("cert_file", "key_file"):
+        name = getattr(sub, key)
+        if name is None:
+            continue
+        path = base / name
+        if not path.is_file():
+            probs.add(file, (*loc, key), f"{name} does not exist (looked for {path})")
+            continue
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            probs.add(file, (*loc, key), f"cannot read {path}: {exc.strerror}")
+            continue
+        want = "CERTIFICATE" if key == "cert_file" else "PRIVATE KEY"
+        if f"-----BEGIN {want}" not in text and not (
+                key == "key_file" and "PRIVATE KEY-----" in text):
+            probs.add(file, (*loc, key), f"{name} is not a PEM {want.lower()} file")
+    listeners: dict[tuple[str, int], str] = {(serve.host, serve.http_port): "http_port"}
+    for name, model in (("inbound", serve.inbound), ("submission", serve.submission)):
+        if not model.enabled or model.port == 0:
+            continue
+        other = listeners.get((model.host, model.port))
+        if other is not None:
+            probs.add(file, ("serve", name, "port"),
+                      f"port {model.port} on {model.host} is also serve.{other}")
+        listeners.setdefault((model.host, model.port), f"{name}.port")
+    seen: set[str] = set()
+    for dom in serve.inbound.feedback_domains:  # no index: a bad entry may be pruned
+        if dom in seen:
+            probs.add(file, ("serve", "inbound", "feedback_domains"), f"{dom} is listed twice")
+        seen.add(dom)
 
 
 def _ip(text: str) -> str | None:

@@ -235,6 +235,79 @@ class ShapingModel(_Model):
     override: dict[str, ShapingPatch] = {}
 
 
+# --- [serve]: where `inboxlab serve` listens ---------------------------------------------
+
+
+def _check_host(value: Any) -> str:
+    import ipaddress
+
+    if not isinstance(value, str):
+        raise ValueError("a listen host is an IP address string or 'localhost'")
+    if value == "localhost":
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"'{value}' is not an IP address or 'localhost'") from None
+
+
+ListenHost = Annotated[str, BeforeValidator(_check_host)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: an ephemeral port, printed at start
+
+
+class InboundModel(_Model):
+    """``[serve.inbound]``: the SMTP receiver of bounces and feedback-loop reports. It
+    accepts mail for every sending domain's ``return_path`` plus ``feedback_domains``
+    (the domains of the addresses registered with provider feedback loops)."""
+
+    enabled: bool = True
+    host: ListenHost = "127.0.0.1"
+    port: Port = 0
+    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")] = (
+        "inbound.local")
+    feedback_domains: list[DomainName] = []
+
+
+class SubmissionModel(_Model):
+    """``[serve.submission]``: SMTP submission (STARTTLS then AUTH). ``cert_file`` and
+    ``key_file`` (PEM, relative to the lab file) are given together; without them a
+    self-signed certificate is made once under the serve home."""
+
+    enabled: bool = True
+    host: ListenHost = "127.0.0.1"
+    port: Port = 0
+    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")] = (
+        "submission.local")
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class WebhooksModel(_Model):
+    """``[serve.webhooks]``: the dispatcher of tenant events. ``require_secrets``: a tenant
+    whose ``webhook_secret`` cannot be resolved stops the start (otherwise that endpoint is
+    skipped with a warning); ``drain``: how long SIGTERM waits for the last batches."""
+
+    enabled: bool = True
+    require_secrets: bool = False
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 100
+    poll: PositiveDuration = 0.5
+    base_backoff: PositiveDuration = 1.0
+    max_backoff: PositiveDuration = 3600.0
+    timeout: PositiveDuration = 10.0
+    drain: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
+
+
+class ServeModel(_Model):
+    """``[serve]``: the HTTP intake's address (``--port`` overrides ``http_port``) and the
+    other listeners of ``inboxlab serve``."""
+
+    host: ListenHost = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8025
+    inbound: InboundModel = InboundModel()
+    submission: SubmissionModel = SubmissionModel()
+    webhooks: WebhooksModel = WebhooksModel()
+
+
 # --- policy file ------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""``inboxlab serve``: run the HTTP intake and the delivery runner until SIGTERM.
+"""``inboxlab serve``: run the whole engine (HTTP intake, delivery runner, inbound feedback
+receiver, SMTP submission, webhook dispatcher) in one process until SIGTERM.
 
 Owns only the command-line surface; the work is ``engine.intake.serve``.
 """
@@ -11,6 +12,13 @@ from typing import Annotated
 import typer
 
 
+def _check_port(name: str, value: int | None, low: int) -> None:
+    from engine.errors import InputError
+
+    if value is not None and not low <= value < 65536:
+        raise InputError(f"{name} must be {low}..65535, got {value}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to the app."""
 
@@ -19,16 +27,25 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Option("--config", help="lab config file (TOML)")],
         home: Annotated[Path, typer.Option("--home", help="spool and secret dir")] = Path(
             ".inboxlab"),
-        port: Annotated[int, typer.Option("--port", help="HTTP port on 127.0.0.1")] = 8025,
+        port: Annotated[int | None, typer.Option(
+            "--port", help="HTTP intake port (default: [serve].http_port, 8025)")] = None,
+        inbound_port: Annotated[int | None, typer.Option(
+            "--inbound-port", help="inbound feedback SMTP port (0: any free port)")] = None,
+        submission_port: Annotated[int | None, typer.Option(
+            "--submission-port", help="SMTP submission port (0: any free port)")] = None,
         seed: Annotated[int, typer.Option("--seed", help="policy core seed")] = 0,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="print where each listener is as one JSON line")] = False,
     ) -> None:
-        """Accept messages over HTTP and deliver them; SIGTERM stops cleanly."""
+        """Accept mail (HTTP and SMTP submission), deliver it, take bounces and complaints
+        in, push events to webhooks; SIGTERM stops cleanly. Prints where each listens."""
         import asyncio
 
         from engine.config import load_config
-        from engine.errors import InputError
         from engine.intake.serve import serve as run
 
-        if not 0 < port < 65536:
-            raise InputError(f"--port must be 1..65535, got {port}")
-        asyncio.run(run(load_config(config), home, port=port, seed=seed))
+        _check_port("--port", port, 1)
+        _check_port("--inbound-port", inbound_port, 0)
+        _check_port("--submission-port", submission_port, 0)
+        asyncio.run(run(load_config(config), home, port=port, seed=seed, as_json=as_json,
+                        inbound_port=inbound_port, submission_port=submission_port))
