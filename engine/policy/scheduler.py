@@ -337,6 +337,7 @@ class Scheduler:
         self._tenant_buckets: dict[str, TokenBucket] = {}
         self._outbox: list[Decision] = []
         self._hint = math.inf
+        self._overflow = any(pool.overflow_to for pool in params.pools.values())
         for name, pool in params.pools.items():
             if pool.warmup:
                 plan = params.warmups.get(pool.warmup)
@@ -591,20 +592,28 @@ class Scheduler:
             elif st == _ZOMBIE:
                 self._release(slot)
         keys = self._wheel_keys
-        while keys and (keys[0] + 1) * _WHEEL_S <= now:
-            k = heapq.heappop(keys)
-            for slot in self._wheel.pop(k):
-                st = state[slot]
-                if st in (_QUEUED, _DEFERRED) and self._exp[slot] <= now:
-                    if st == _QUEUED:
-                        queue = self._queues[self._key[slot]]
-                        queue.live -= 1
-                        self._backlog[queue.provider] -= 1
-                    self._outbox.append(Expire(
-                        id=self._ids[slot], at=now, state=_STATE_NAMES[st],
-                        reasons=(f"TTL reached at {self._exp[slot]:.0f} while "
-                                 f"{_STATE_NAMES[st]}",)))
-                    self._end(slot, in_structure=True)
+        if keys and (keys[0] + 1) * _WHEEL_S <= now:
+            exp = self._exp
+            ids = self._ids
+            outbox = self._outbox
+            why: dict[tuple[float, int], tuple[str, ...]] = {}  # one reason per deadline
+            while keys and (keys[0] + 1) * _WHEEL_S <= now:
+                k = heapq.heappop(keys)
+                for slot in self._wheel.pop(k):
+                    st = state[slot]
+                    if st in (_QUEUED, _DEFERRED) and exp[slot] <= now:
+                        if st == _QUEUED:
+                            queue = self._queues[self._key[slot]]
+                            queue.live -= 1
+                            self._backlog[queue.provider] -= 1
+                        name = _STATE_NAMES[st]
+                        reasons = why.get((exp[slot], st))
+                        if reasons is None:
+                            reasons = why[(exp[slot], st)] = (
+                                f"TTL reached at {exp[slot]:.0f} while {name}",)
+                        outbox.append(Expire(id=ids[slot], at=now, state=name,
+                                             reasons=reasons))
+                        self._end(slot, in_structure=True)
         for ctrl in self._controls.values():
             if ctrl.breaker.state != "closed" or ctrl.automation.state != "normal":
                 changes: list[Decision] = [*ctrl.breaker.advance(now),
@@ -658,12 +667,14 @@ class Scheduler:
                       out: list[Dispatch]) -> None:
         paths = self._paths[provider]
         capped: set[str] = set()
-        for pool_name, counter in self._warmups.items():
+        # only an overflow pool ever reads ``capped`` (see ``_may_use``)
+        for pool_name, counter in self._warmups.items() if self._overflow else ():
             if all((counter.remaining(p.ip, provider, now) or 0) == 0 and
                    counter.remaining(p.ip, provider, now) is not None
                    for p in paths if p.pool == pool_name):
                 capped.add(pool_name)
         splitter = self._splitters[provider]
+        window_open: dict[int, bool] = {}  # per queue: its send window at ``now``
         for path in paths:
             if self._backlog[provider] <= 0:
                 return
@@ -673,7 +684,8 @@ class Scheduler:
                 budget = min(budget, warm_left)
             eligible: dict[Lane, list[_Queue]] = {}
             for lane, queues in lanes.items():
-                ok = [q for q in queues if q.live > 0 and self._may_use(q, path, capped, now)]
+                ok = [q for q in queues if q.live > 0 and self._may_use(q, path, capped, now,
+                                                                         window_open)]
                 if ok:
                     eligible[lane] = ok
             if not eligible:
@@ -709,18 +721,27 @@ class Scheduler:
                 if path.warmup is not None and warm_left is not None:
                     path.warmup.count(path.ip, provider, used)
 
-    def _may_use(self, q: _Queue, path: _Path, capped: set[str], now: float) -> bool:
+    def _may_use(self, q: _Queue, path: _Path, capped: set[str], now: float,
+                 window_open: dict[int, bool]) -> bool:
+        """Whether ``path`` may carry ``q``'s mail at ``now`` (its route, or an overflow
+        from a capped warming pool, and its send window -- judged once per queue per
+        ``due`` call through ``window_open``; a closed window sets the wake-up hint)."""
         ips = q.routes.get(path.pool)
         if ips is None:
             # overflow: a warming pool of this route is capped today and points here
-            if not any(p in capped and self.params.pools[p].overflow_to == path.pool
-                       for p in q.routes):
+            if not capped or not any(
+                    p in capped and self.params.pools[p].overflow_to == path.pool
+                    for p in q.routes):
                 return False
         elif path.ip not in ips:
             return False
-        if q.window is not None and not in_window(now, q.offset, q.window):
-            self._hint = min(self._hint, next_open(now, q.offset, q.window))
-            return False
+        if q.window is not None:
+            is_open = window_open.get(q.index)
+            if is_open is None:
+                is_open = window_open[q.index] = in_window(now, q.offset, q.window)
+                if not is_open:
+                    self._hint = min(self._hint, next_open(now, q.offset, q.window))
+            return is_open
         return True
 
     def _take_lane(self, provider: str, lane: Lane, queues: list[_Queue], n: int, path: _Path,

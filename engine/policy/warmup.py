@@ -3,7 +3,8 @@
 Owns the day arithmetic (day 0 starts at the pool's ``warmup_start``), the randomised cap
 of each (IP, provider, day) -- deterministic per seed and independent of call order, since
 each cap is drawn from a hash of (salt, IP, provider, day) with a salt taken once from the
-injected rng -- the count sent per day, the projected safe throughput per day, and the
+injected rng, and cached per (IP, provider) for the current day inside ``WarmupCounter``
+-- the count sent per day, the projected safe throughput per day, and the
 outlook of a backlog (fits, overflows to a warm pool, or waits and expires at its TTL).
 It does not pick messages or lanes; the scheduler orders lanes by ``lane_order``.
 """
@@ -48,7 +49,7 @@ def day_cap(plan: WarmupPlan, provider: str, day: int, *, salt: int, ip: str) ->
 class WarmupCounter:
     """Messages sent per (IP, provider) today under one plan."""
 
-    __slots__ = ("day", "plan", "salt", "sent", "start")
+    __slots__ = ("caps", "day", "plan", "salt", "sent", "start")
 
     def __init__(self, plan: WarmupPlan, start: float, salt: int) -> None:
         self.plan = plan
@@ -56,17 +57,35 @@ class WarmupCounter:
         self.salt = salt
         self.day = -1
         self.sent: dict[tuple[str, str], int] = {}
+        # today's cap per (IP, provider), computed once a day: ``day_cap`` hashes, so the
+        # scheduler's many per-dispatch lookups would otherwise dominate a long simulation
+        self.caps: dict[tuple[str, str], int | None] = {}
 
-    def remaining(self, ip: str, provider: str, now: float) -> int | None:
-        """How many more may go today (None = the IP is warm for this provider)."""
+    def _roll(self, now: float) -> int:
         day = warmup_day(now, self.start)
         if day != self.day:
             self.day = day
             self.sent.clear()
-        cap = day_cap(self.plan, provider, day, salt=self.salt, ip=ip)
+            self.caps.clear()
+        return day
+
+    def cap(self, ip: str, provider: str, now: float) -> int | None:
+        """Today's cap of (``ip``, ``provider``) (None = warm); same as ``day_cap``."""
+        day = self._roll(now)
+        key = (ip, provider)
+        try:
+            return self.caps[key]
+        except KeyError:
+            cap = self.caps[key] = day_cap(self.plan, provider, day, salt=self.salt, ip=ip)
+            return cap
+
+    def remaining(self, ip: str, provider: str, now: float) -> int | None:
+        """How many more may go today (None = the IP is warm for this provider)."""
+        cap = self.cap(ip, provider, now)
         if cap is None:
             return None
-        return max(0, cap - self.sent.get((ip, provider), 0))
+        left = cap - self.sent.get((ip, provider), 0)
+        return left if left > 0 else 0
 
     def count(self, ip: str, provider: str, n: int) -> None:
         """Record ``n`` messages sent today."""

@@ -114,6 +114,9 @@ class ProviderModel:
         self.stats: dict[str, int] = {}
         self._seq = 0
         self._sessions = 0
+        # mailbox kind (None: not a valid address) per recipient seen by ``deliver_batch``:
+        # a pure function of the address and this model's fractions, so memoised
+        self.kind_cache: dict[str, MailboxKind | None] = {}
 
     # ----------------------------------------------------------------- helpers
     def reply(self, kind: str, **values: str) -> Reply:
@@ -495,6 +498,13 @@ class _Table:
 
 # RCPT verdict codes of a batch
 _R_OK, _R_BAD, _R_UNKNOWN, _R_INACTIVE, _R_FULL, _R_GREY = range(6)
+_RCPT_CODE: dict[MailboxKind | None, int] = {
+    None: _R_BAD, "unknown": _R_UNKNOWN, "inactive": _R_INACTIVE, "full": _R_FULL}
+_UNSEEN = object()
+# named consequence kinds of accepted recipients
+_K_TRAP, _K_BOUNCE, _K_COMPLAIN, _K_ENGAGED = 1, 2, 3, 4
+_NAMED_CODE: dict[MailboxKind | None, int] = {
+    "trap": _K_TRAP, "bounce": _K_BOUNCE, "complain": _K_COMPLAIN, "engaged": _K_ENGAGED}
 
 
 def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
@@ -541,18 +551,15 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
         return all_get(m.reply("too_large", size=str(p.max_message_bytes)))
     # RCPT: per recipient
     uf, ff = p.unknown_fraction, p.full_fraction
-    kinds: list[MailboxKind | None] = [
-        mailbox_kind(r, uf, ff) if valid_address(r) else None for r in recipients]
-    rv = np.zeros(n, dtype=np.int8)
-    for i, k in enumerate(kinds):
-        if k is None:
-            rv[i] = _R_BAD
-        elif k == "unknown":
-            rv[i] = _R_UNKNOWN
-        elif k == "inactive":
-            rv[i] = _R_INACTIVE
-        elif k == "full":
-            rv[i] = _R_FULL
+    cache = m.kind_cache
+    kinds: list[MailboxKind | None] = []
+    for rcpt in recipients:
+        k = cache.get(rcpt, _UNSEEN)
+        if k is _UNSEEN:
+            k = cache[rcpt] = mailbox_kind(rcpt, uf, ff) if valid_address(rcpt) else None
+        kinds.append(k)  # type: ignore[arg-type]
+    rv_codes = _RCPT_CODE
+    rv = np.array([rv_codes.get(k, _R_OK) for k in kinds], dtype=np.int8)
     if p.greylist_enabled:
         sess = Session(0, source_ip, nb, now, tls=tls, mail_from=sender)
         for i in np.flatnonzero(rv == _R_OK).tolist():
@@ -627,9 +634,10 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
     if cap is not None and cap_left <= rate_limit and n_cand > cap_left:
         capped_from = int(acc_idx[-1]) + 1 if accepted_n else 0
     # reply ids: rcpt failures, then static/rate refusals, then the cap, then accepts
+    rcpt_failed = bool(rv[:capped_from].any())
     for code_v, kind in ((_R_BAD, "bad_address"), (_R_UNKNOWN, "unknown_user"),
                          (_R_INACTIVE, "inactive_user"), (_R_FULL, "mailbox_full"),
-                         (_R_GREY, "greylisted")):
+                         (_R_GREY, "greylisted")) if rcpt_failed else ():
         for i in np.flatnonzero(rv[:capped_from] == code_v).tolist():
             addr = recipients[i]
             tid[i] = table.add(m.reply(kind, recipient=addr, ip=source_ip,
@@ -706,11 +714,12 @@ def _batch_consequences(m: ProviderModel, now: float, source_ip: str, facts: Mes
     u = rng.random((a, 3))
     z = rng.standard_normal(a)
     acc = acc_idx.tolist()
-    kind_a = [kinds[i] for i in acc]
-    trap = np.fromiter((k == "trap" for k in kind_a), dtype=bool, count=a)
-    named_bounce = np.fromiter((k == "bounce" for k in kind_a), dtype=bool, count=a)
-    named_compl = np.fromiter((k == "complain" for k in kind_a), dtype=bool, count=a)
-    named_eng = np.fromiter((k == "engaged" for k in kind_a), dtype=bool, count=a)
+    named_code = _NAMED_CODE
+    named = np.array([named_code.get(kinds[i], 0) for i in acc], dtype=np.int8)
+    trap = named == _K_TRAP
+    named_bounce = named == _K_BOUNCE
+    named_compl = named == _K_COMPLAIN
+    named_eng = named == _K_ENGAGED
     bounce = ~trap & (named_bounce | (u[:, 0] < p.async_bounce_fraction))
     compl = ~trap & ~bounce & (named_compl | (u[:, 1] < p.complaint_rate[lane]))
     eng = ~trap & ~bounce & ~compl & (named_eng | (u[:, 2] < p.engagement_rate[lane]))
