@@ -720,6 +720,12 @@ class Scheduler:
                 path.bucket.take(used, now)
                 if path.warmup is not None and warm_left is not None:
                     path.warmup.count(path.ip, provider, used)
+                # this pass emptied the bucket with mail still waiting: wake when it refills
+                # (not at the next arrival), unless the path is paused or its warmup cap is spent
+                if (path.control.factor > 0 and (warm_left is None or warm_left > used)
+                        and path.bucket.available(now) < 1
+                        and any(q.live > 0 for qs in eligible.values() for q in qs)):
+                    self._hint = min(self._hint, now + path.bucket.time_until(1, now))
 
     def _may_use(self, q: _Queue, path: _Path, capped: set[str], now: float,
                  window_open: dict[int, bool]) -> bool:

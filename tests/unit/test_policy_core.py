@@ -439,3 +439,23 @@ def test_real_classifier_if_present() -> None:
                           text="550 5.1.1 The email account that you tried to reach does not"
                                " exist."), 1)
     assert isinstance(out[-1], Suppress)
+
+
+def test_wakeup_when_a_pass_empties_the_bucket_with_mail_waiting() -> None:
+    # 25 queued, burst 10 at 10/s: the first pass sends 10 and must ask to be woken when
+    # the bucket refills (0.1 s), not whenever the next arrival happens to come
+    s = Scheduler(params(), random.Random(0))
+    for i in range(25):
+        s.submit(i, lane="prospecting", tenant="t", sending_domain="d.example", now=0,
+                 recipient_domain="gmail.com")
+    assert sum(d.n for d in s.due(0)) == 10
+    wake = s.next_wakeup()
+    assert wake is not None and 0 < wake <= 0.11
+    # and with nothing left waiting, no bucket wake-up is asked for
+    s2 = Scheduler(params(), random.Random(0))
+    for i in range(5):
+        s2.submit(i, lane="prospecting", tenant="t", sending_domain="d.example", now=0,
+                  recipient_domain="gmail.com")
+    assert sum(d.n for d in s2.due(0)) == 5
+    w2 = s2.next_wakeup()
+    assert w2 is None or w2 > 1.0

@@ -90,17 +90,24 @@ def test_shared_blocklist_lists_after_threshold_within_window() -> None:
 
 
 def test_brownout_flattening_reduces_deferrals() -> None:
+    # the seed's experiment: a sender that pushes its blast out at once (mkt-b's shaping
+    # lifted) against the same blast flattened over 90 minutes, through a Gmail brownout
+    unshaped = ROOT / "fixtures" / "replay" / "unshaped-mkt-test.toml"
     bursty = run_scenario(load_scenario("gmail-brownout", scale=0.05), 3, None,
-                          keep_events=False)
+                          policy=unshaped, keep_events=False)
     flat = run_scenario(load_scenario("gmail-brownout", scale=0.05,
                                       overrides={"traffic.1.spread": "90m"}), 3, None,
-                        keep_events=False)
+                        policy=unshaped, keep_events=False)
     assert bursty["messages"] == flat["messages"]
     assert flat["deferred"] <= 0.6 * bursty["deferred"]  # a cut of at least 40 %
-    gmail_rate = sum(v for k, v in bursty["replies"].items() if k == "gmail 421 4.7.28")
-    assert gmail_rate > 2 * sum(v for k, v in flat["replies"].items()
-                                if k == "gmail 421 4.7.28")
+    brownout = "gmail 421 4.3.0"
+    assert flat["replies"].get(brownout, 0) < 0.5 * bursty["replies"][brownout]
     assert flat["time_to_accept"]["transactional"]["n"] > 100
+    # the engine's own token buckets already pace the blast: default-v1 defers far less
+    # than the unshaped sender even without flattening at the source
+    shaped = run_scenario(load_scenario("gmail-brownout", scale=0.05), 3, None,
+                          keep_events=False)
+    assert shaped["deferred"] <= 0.2 * bursty["deferred"]
 
 
 def test_warmup_conservative_vs_aggressive() -> None:
