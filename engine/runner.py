@@ -43,7 +43,19 @@ from engine.policy.scheduler import (
 from engine.policy.windows import allowed_routes
 from engine.spool import Job, Spool
 
+# A recipient's DATA mark is committed this many messages ahead (one transaction per window):
+# a crash leaves at most this many never-tried recipients ambiguous rather than resendable.
+_MARK_WINDOW = 64
+_MIN_SHARE = 32  # a batch is split over more connections only in parts of at least this
 _NO_POOL = "\x00none"  # a pool name no lab can define: "this group may not carry this route"
+
+
+def _plain_envelope(sender: str, rcpt: str) -> tuple[bytes, bytes] | None:
+    """The MAIL and RCPT arguments when both addresses are plain ASCII, else None."""
+    try:
+        return b"FROM:<" + sender.encode("ascii") + b">", b"TO:<" + rcpt.encode("ascii") + b">"
+    except UnicodeEncodeError:
+        return None
 
 
 def own_routes(params: PolicyParams, owned: frozenset[str]) -> PolicyParams:
@@ -128,7 +140,13 @@ class Runner:
     # -- decisions --------------------------------------------------------------------------
     def apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None
               ) -> None:
-        """Write decisions to the spool: delivered/deferred outcomes are batched (``flush``),
+        """Write decisions to the spool; all of them are written when this returns."""
+        self._apply(decisions, extra)
+        self.flush()
+
+    def _apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None
+               ) -> None:
+        """``apply`` for the hot path: delivered/deferred outcomes are batched (``flush``),
         any other decision flushes first and is written in its own transaction."""
         for d in decisions:
             info = (extra or {}).get(getattr(d, "id", -1), {})
@@ -258,27 +276,41 @@ class Runner:
 
     # -- sending ----------------------------------------------------------------------------
     async def _dispatch(self, group: Group, d: Dispatch) -> None:
-        jobs = [self.spool.job(i) for i in d.ids]
+        jobs = self.spool.jobs(d.ids)
         by_dest: dict[Destination, list[Job]] = defaultdict(list)
+        where: dict[str, Destination | InputError] = {}
         for job in jobs:
-            try:
-                dests = await asyncio.to_thread(self.resolver.resolve, job.domain)
-            except NullMX as exc:  # RFC 7505 3: report it as 556 5.1.10; the core decides
-                self._record(group, d, job, SendResult(None, f"5.1.10 {exc}", False, ""),
+            found = where.get(job.domain)
+            if found is None:
+                try:
+                    dests = self.resolver.cached(job.domain)
+                    if dests is None:
+                        dests = await asyncio.to_thread(self.resolver.resolve, job.domain)
+                    found = dests[0]
+                except InputError as exc:
+                    found = exc
+                where[job.domain] = found
+            if isinstance(found, NullMX):  # RFC 7505 3: report it as 556 5.1.10
+                self._record(group, d, job, SendResult(None, f"5.1.10 {found}", False, ""),
                              failed=556)
-                continue
-            except InputError as exc:
-                self._record(group, d, job, SendResult(None, str(exc), False, ""), failed=550)
-                continue
-            by_dest[dests[0]].append(job)
+            elif isinstance(found, InputError):
+                self._record(group, d, job, SendResult(None, str(found), False, ""),
+                             failed=550)
+            else:
+                by_dest[found].append(job)
         shaping = group.scheduler.params.shaping.get((d.pool, d.provider))
         tls = shaping.tls if shaping is not None else "opportunistic"
         sends = []
-        grp = group
+        per = max(1, d.messages_per_connection)
         for dest, batch in by_dest.items():
-            per = max(1, d.messages_per_connection)
-            for i in range(0, len(batch), per):
-                sends.append(self._session(grp, d, dest, batch[i:i + per], tls))
+            # as many sessions as the per-connection cap needs, and up to the plan's
+            # connection limit when the batch is big enough to share (the pool's semaphore
+            # keeps the count per (source IP, MX) at that limit)
+            k = max(-(-len(batch) // per),
+                    min(max(1, d.max_connections), len(batch) // _MIN_SHARE or 1))
+            size = -(-len(batch) // k)
+            for i in range(0, len(batch), size):
+                sends.append(self._session(group, d, dest, batch[i:i + size], tls))
         await asyncio.gather(*sends)
         self.wake.set()
 
@@ -287,33 +319,48 @@ class Runner:
         import aiosmtplib
 
         done: set[int] = set()
+        pending: list[tuple[Job, SendResult]] = []
+        marked = 0  # jobs[:marked] have data_started committed
+
+        def settle() -> None:
+            if pending:
+                items = pending[:]
+                pending.clear()
+                self._record_many(group, d, items)
+
+        def skip_rest(res: SendResult) -> None:
+            for rest in jobs:
+                if rest.id not in done:
+                    done.add(rest.id)
+                    pending.append((rest, res))
 
         async def work(client: Any) -> int:
-            for job in jobs:
+            nonlocal marked
+            for k, job in enumerate(jobs):
+                if k >= marked:
+                    # Before any of these DATA commands can complete: one transaction marks
+                    # the next window, so after a crash they are ambiguous, never resent.
+                    settle()
+                    self.flush()
+                    marked = min(len(jobs), k + _MARK_WINDOW)
+                    self.spool.data_started([j.id for j in jobs[k:marked]], dest.host)
                 res = await self._send_one(client, dest, job)
                 done.add(job.id)
-                self._record(group, d, job, res)
+                pending.append((job, res))
                 if res.code is None:
                     break
                 if res.code == 421:
                     # RFC 5321 3.8: 421 closes the session; as an MTA does, the reply
                     # stands for the rest of this batch (same reason, DATA not started).
-                    for rest in jobs:
-                        if rest.id not in done:
-                            done.add(rest.id)
-                            self._record(group, d, rest, SendResult(421, res.text, False,
-                                                                    dest.host))
+                    skip_rest(SendResult(421, res.text, False, dest.host))
                     break
                 if res.stage == "mail" and 400 <= res.code < 500:
                     # the server refuses this sender on this session for now (e.g. Postfix
                     # anvil "450 4.7.1 too much mail"): stop here rather than hammer it with
                     # the rest of the batch; those were not tried and come back soon.
-                    for rest in jobs:
-                        if rest.id not in done:
-                            done.add(rest.id)
-                            self._record(group, d, rest, SendResult(
-                                None, f"not tried: session refused MAIL ({res.text[:200]})",
-                                False, dest.host))
+                    skip_rest(SendResult(
+                        None, f"not tried: session refused MAIL ({res.text[:200]})",
+                        False, dest.host))
                     break
             return len(done)
 
@@ -324,15 +371,9 @@ class Runner:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
             text = exc.message if isinstance(exc, aiosmtplib.SMTPResponseException) else str(exc)
-            for job in jobs:
-                if job.id not in done:
-                    done.add(job.id)
-                    self._record(group, d, job, SendResult(code, text or type(exc).__name__, False,
-                                                    dest.host))
-        for job in jobs:  # a connection lost mid-batch: the rest were never tried
-            if job.id not in done:
-                self._record(group, d, job, SendResult(None, "connection lost", False,
-                                                       dest.host))
+            skip_rest(SendResult(code, text or type(exc).__name__, False, dest.host))
+        skip_rest(SendResult(None, "connection lost", False, dest.host))  # lost mid-batch
+        settle()
         self.flush()
 
     async def _send_one(self, client: Any, dest: Destination, job: Job) -> SendResult:
@@ -347,19 +388,37 @@ class Runner:
             rcpt=job.rcpt, feedback_prefix=model.feedback_id_prefix if model else None,
             unsubscribe_base=model.unsubscribe_base_url if model else None,
             bounce_domain=bounce, now=now)
-        message = head + job.body
-        for signer in self.signers.get(job.sending_domain, ()):
-            message = signer.sign(message, timestamp=int(now))
+        signers = self.signers.get(job.sending_domain, ())
+        if signers:
+            # the first signature covers head + stored body (cached per body), any further
+            # one also covers the signatures before it, as sequential signing does
+            message = signers[0].sign_parts(head, job.body, timestamp=int(now))
+            for signer in signers[1:]:
+                message = signer.sign(message, timestamp=int(now))
+        else:
+            message = head + job.body
         sender = verp_address(self.secret, job.public_id, job.rcpt, bounce)
         data_started = False
         stage = "mail"
         try:
-            await client.mail(sender)
-            stage = "rcpt"
-            await client.rcpt(job.rcpt)
+            args = _plain_envelope(sender, job.rcpt)
+            if args is None or client.is_ehlo_or_helo_needed:
+                await client.mail(sender)  # says EHLO first when needed, SMTPUTF8 address
+                stage = "rcpt"
+                await client.rcpt(job.rcpt)
+            else:
+                # a plain ASCII envelope on a greeted session: send the commands as they are
+                # (no address parsing per message); the replies are checked as mail() and
+                # rcpt() check them
+                reply = await client.execute_command(b"MAIL", args[0])
+                if reply.code != 250:
+                    raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+                stage = "rcpt"
+                reply = await client.execute_command(b"RCPT", args[1])
+                if reply.code not in (250, 251):
+                    raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, job.rcpt)
             stage = "data"
-            self.spool.data_started([job.id], dest.host)  # WAL, no fsync: cheap inline
-            data_started = True
+            data_started = True  # marked in the spool by the session before this
             reply = await client.data(message)
             self.sent += 1
             return SendResult(reply.code, reply.message, True, dest.host, stage)
@@ -371,12 +430,54 @@ class Runner:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return SendResult(None, str(exc) or type(exc).__name__, data_started, dest.host)
 
+    @staticmethod
+    def _info(d: Dispatch, code: int | None, res: SendResult) -> dict[str, Any]:
+        return {"code": code, "response": res.text[:500], "pool": d.pool,
+                "source_ip": d.source_ip, "provider": d.provider,
+                "mx_host": res.mx_host or None}
+
     def _record(self, group: Group, d: Dispatch, job: Job, res: SendResult,
                 failed: int | None = None) -> None:
         code = res.code if failed is None else failed
         result = Result(id=job.id, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
                         code=code, text=res.text, data_completed=res.data_started)
-        info = {job.id: {"code": code, "response": res.text[:500], "pool": d.pool,
-                         "source_ip": d.source_ip, "provider": d.provider,
-                         "mx_host": res.mx_host or None}}
-        self.apply(group.scheduler.record(result, self.clock()), info)
+        info = {job.id: self._info(d, code, res)}
+        self._apply(group.scheduler.record(result, self.clock()), info)
+
+    def _record_many(self, group: Group, d: Dispatch, items: list[tuple[Job, SendResult]]
+                     ) -> None:
+        """Record a session's outcomes in order: runs of them through ``record_batch``
+        (decision-equivalent to ``record`` each), a reply missing after DATA (ambiguous)
+        through ``record``."""
+        run: list[tuple[Job, SendResult]] = []
+        for job, res in items:
+            if res.code is None and res.data_started:
+                self._record_run(group, d, run)
+                run = []
+                self._record(group, d, job, res)
+            else:
+                run.append((job, res))
+        self._record_run(group, d, run)
+
+    def _record_run(self, group: Group, d: Dispatch, run: list[tuple[Job, SendResult]]
+                    ) -> None:
+        if not run:
+            return
+        rec = group.scheduler.record_batch(
+            [j.id for j, _ in run], [r.code for _, r in run], [r.text for _, r in run],
+            pool=d.pool, source_ip=d.source_ip, provider=d.provider, now=self.clock())
+        info = {j.id: self._info(d, r.code, r) for j, r in run}
+        delivered = rec.delivered
+        pos = 0
+        for mark, dec in zip(rec.marks, rec.decisions, strict=True):
+            self._delivered(delivered[pos:mark], info)
+            pos = mark
+            self._apply([dec], info)
+        self._delivered(delivered[pos:], info)
+
+    def _delivered(self, ids: list[int], info: dict[int, dict[str, Any]]) -> None:
+        """What ``apply`` does for a ``Delivered`` decision, for many ids."""
+        holder, batch = self.holder, self._batch
+        for rid in ids:
+            holder.pop(rid, None)
+            batch.append((rid, "delivered", "delivered", info[rid]))

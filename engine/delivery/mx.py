@@ -38,6 +38,17 @@ class Resolver:
         self.clock = clock
         self._cache: dict[str, tuple[float, list[Destination]]] = {}
 
+    def cached(self, domain: str) -> list[Destination] | None:
+        """Destinations for ``domain`` known without IO (a config route or an unexpired
+        cache entry), else None: the caller resolves (in a thread)."""
+        route = self.config.route_for(domain) if self.config is not None else None
+        if route is not None and not route.mx and route.host is not None:
+            return [Destination(route.host, route.host, route.port or 25)]
+        hit = self._cache.get(domain)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        return None
+
     def resolve(self, domain: str) -> list[Destination]:
         """Destinations for ``domain`` in preference order. Raises ``NullMX`` or
         ``InputError`` (no such domain / no address)."""

@@ -83,6 +83,7 @@ class ConnectionPool:
         if client.supports_extension("starttls"):
             try:
                 await client.starttls(tls_context=self.tls_context)
+                await client.ehlo()  # RFC 3207 4.2: the session starts over after STARTTLS
             except aiosmtplib.SMTPException:
                 if tls == "required":
                     client.close()

@@ -41,14 +41,42 @@ class DkimSigner:
     selector: str
     algorithm: Algorithm
     key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = field(repr=False)
+    # base message -> (wire form, relaxed signed fields by lower-case name, body hash)
+    cache: dict[bytes, tuple[bytes, dict[bytes, list[bytes]], bytes]] = field(
+        default_factory=dict, repr=False, compare=False, hash=False)
 
     def header(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """The ``DKIM-Signature: ...`` field (folded, ending in CRLF) for ``message``."""
         fields, body = split_message(_wire(message))
         bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
-        by_name: dict[bytes, list[bytes]] = {}
-        for name, raw in fields:
-            by_name.setdefault(name.lower(), []).append(raw)
+        return self._assemble(_relaxed_by_name(fields), bh, timestamp)
+
+    def sign_parts(self, head: bytes, base: bytes, *, timestamp: int | None = None) -> bytes:
+        """``sign(head + base)``, byte for byte, where ``head`` is whole header lines (each
+        ending in CRLF, no blank line) put before the stored message ``base``. The body hash
+        and the relaxed header fields of ``base`` are computed once per distinct ``base``
+        and cached (a campaign signs one base for every recipient)."""
+        head = to_crlf(head)
+        if (head and not head.endswith(b"\r\n")) or b"\r\n\r\n" in head or \
+                base[:1] in (b" ", b"\t", b"\r", b"\n"):
+            return self.sign(head + base, timestamp=timestamp)
+        prep = self.cache.get(base)
+        if prep is None:
+            wire = _wire(base)
+            fields, body = split_message(wire)
+            bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+            if len(self.cache) >= _CACHE_SIZE:
+                self.cache.clear()
+            prep = self.cache[base] = (wire, _relaxed_by_name(fields), bh)
+        wire, base_fields, bh = prep
+        head_fields = _relaxed_by_name(split_message(head)[0]) if head else {}
+        merged = dict(base_fields)
+        for name, values in head_fields.items():
+            merged[name] = values + merged.get(name, [])
+        return self._assemble(merged, bh, timestamp) + head + wire
+
+    def _assemble(self, by_name: dict[bytes, list[bytes]], bh: bytes,
+                  timestamp: int | None) -> bytes:
         names: list[str] = []
         signed: list[bytes] = []
         for wanted in (*OVERSIGN, *SIGN_IF_PRESENT):
@@ -57,7 +85,7 @@ class DkimSigner:
             for _ in range(count):
                 names.append(wanted)
                 if found:
-                    signed.append(relaxed_header(found.pop()) + b"\r\n")  # bottom-up
+                    signed.append(found.pop() + b"\r\n")  # bottom-up
         tags = [f"v=1; a={self.algorithm}; c=relaxed/relaxed; d={self.domain};",
                 f" s={self.selector};"]
         if timestamp is not None:
@@ -82,6 +110,20 @@ class DkimSigner:
             return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
         # RFC 8463 section 3: PureEdDSA over the SHA-256 hash of the canonical data.
         return self.key.sign(hashlib.sha256(data).digest())
+
+
+_CACHE_SIZE = 256
+_SIGNED_NAMES = frozenset(n.lower().encode() for n in (*OVERSIGN, *SIGN_IF_PRESENT))
+
+
+def _relaxed_by_name(fields: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """The relaxed form of every field ``header`` may sign, by lower-case name, in order."""
+    by_name: dict[bytes, list[bytes]] = {}
+    for name, raw in fields:
+        low = name.lower()
+        if low in _SIGNED_NAMES:
+            by_name.setdefault(low, []).append(relaxed_header(raw))
+    return by_name
 
 
 def _wire(message: bytes) -> bytes:

@@ -17,13 +17,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError, StateError
 from engine.events import Event
 from engine.spool.states import check_transition
+
+# the states that count against the intake budget (``max_active``)
+ACTIVE_STATES = frozenset({"queued", "scheduled", "in_flight", "deferred"})
+_EVENT_FIELDS = tuple(f.name for f in fields(Event) if f.name != "seq")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bodies (hash TEXT PRIMARY KEY, data BLOB NOT NULL);
@@ -111,6 +115,10 @@ class Spool:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        # live recipients, kept by ``_move`` / ``_accept`` so the intake budget check is
+        # O(1); ``_delta`` is the change of the open transaction, applied on COMMIT only
+        self._delta = 0
+        self._active_n = self._active(self.db)
         self.recovered: dict[str, int] = {}
         if recover:
             self.recovered = self.recover()
@@ -125,18 +133,22 @@ class Spool:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
+            self._delta = 0
             try:
                 yield self.db
             except BaseException:
                 self.db.execute("ROLLBACK")
+                self._delta = 0
                 raise
             self.db.execute("COMMIT")
+            self._active_n += self._delta
+            self._delta = 0
 
     # -- events -----------------------------------------------------------------------------
     def _emit(self, db: sqlite3.Connection, tenant: str | None, **fields: Any) -> None:
         fields.setdefault("ts", self.clock())
         ev = Event(source=self.source, run_id=self.run_id, tenant=tenant, **fields)
-        data = {k: v for k, v in asdict(ev).items() if v is not None and k != "seq"}
+        data = {k: v for k in _EVENT_FIELDS if (v := getattr(ev, k)) is not None}
         db.execute("INSERT INTO outbox (tenant, event) VALUES (?, ?)",
                     (tenant, json.dumps(data, separators=(",", ":"))))
 
@@ -187,10 +199,12 @@ class Spool:
         with self.tx() as db:
             for kw in requests:
                 db.execute("SAVEPOINT one")
+                delta = self._delta
                 try:
                     out.append(self._accept(db, now, **kw))
                 except InputError as exc:
                     db.execute("ROLLBACK TO one")
+                    self._delta = delta
                     out.append(exc)
                 db.execute("RELEASE one")
         return out
@@ -211,7 +225,7 @@ class Spool:
                 raise IdempotencyConflict(
                     f"Idempotency-Key {idem_key!r} was used with another request")
             return Accepted(row[0], False)
-        if max_active is not None and self._active(db) + len(rcpts) > max_active:
+        if max_active is not None and self._active_n + self._delta + len(rcpts) > max_active:
             raise InputError("spool is full")
         db.execute("INSERT OR IGNORE INTO bodies VALUES (?, ?)", (bhash, body))
         public_id = "m_" + secrets.token_hex(12)
@@ -222,6 +236,7 @@ class Spool:
             (public_id, tenant, lane, campaign, idem_key, rhash, sending_domain, mail_from,
              bhash, now, expires))
         mid = cur.lastrowid
+        self._delta += len(rcpts)
         for rcpt in rcpts:
             domain = rcpt.rsplit("@", 1)[-1].lower()
             db.execute("INSERT INTO recipients (message_id, rcpt, domain, state, updated)"
@@ -237,9 +252,14 @@ class Spool:
                               "('queued','scheduled','in_flight','deferred')").fetchone()[0])
 
     def active(self) -> int:
-        """Live recipients (queued, scheduled, in flight, deferred)."""
+        """Live recipients (queued, scheduled, in flight, deferred), counted in the database."""
         with self._lock:
             return self._active(self.db)
+
+    def active_count(self) -> int:
+        """Live recipients as kept by this process's writes: O(1), what the intake budget
+        checks. Equals ``active()`` unless another process writes the same spool."""
+        return self._active_n
 
     def message(self, public_id: str, tenant: str) -> dict[str, Any] | None:
         """A message and its recipients' states, or None (unknown or another tenant's)."""
@@ -298,6 +318,29 @@ class Spool:
         if row is None:
             raise StateError(f"unknown recipient {rid}")
         return Job(*row)
+
+    def jobs(self, rids: Iterable[int]) -> list[Job]:
+        """``job`` for each of ``rids`` in order, in a few queries (recipients of one body
+        share one ``bytes`` object). Raises ``StateError`` if one is unknown."""
+        ids = list(rids)
+        found: dict[int, Job] = {}
+        bodies: dict[bytes, bytes] = {}
+        with self._lock:
+            for lo in range(0, len(ids), 500):
+                chunk = ids[lo:lo + 500]
+                rows = self.db.execute(
+                    "SELECT r.id, m.public_id, m.tenant, m.lane, m.campaign, m.sending_domain,"
+                    " m.mail_from, r.rcpt, r.domain, r.attempts, b.data, m.created"
+                    " FROM recipients r JOIN messages m ON m.id=r.message_id"
+                    " JOIN bodies b ON b.hash=m.body_hash WHERE r.id IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                for row in rows:
+                    body = bodies.setdefault(row[10], row[10])
+                    found[row[0]] = Job(*row[:10], body, row[11])
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise StateError(f"unknown recipient {missing[0]}")
+        return [found[i] for i in ids]
 
     def state(self, rid: int) -> tuple[str, bool]:
         """(state, ambiguous) of recipient ``rid``."""
@@ -364,6 +407,7 @@ class Spool:
         if row is None:
             raise StateError(f"unknown recipient {rid}")
         check_transition(row[0], new)
+        self._delta += (new in ACTIVE_STATES) - (row[0] in ACTIVE_STATES)
         db.execute("UPDATE recipients SET state=?, next_at=?, updated=?, ambiguous=max("
                    "ambiguous, ?) WHERE id=?", (new, next_at, now, int(ambiguous), rid))
 
