@@ -1,8 +1,9 @@
 """What the sandbox reads from a message and the reports it writes back.
 
 Owns ``message_facts`` (DKIM verification with dkimpy against the config's key records,
-never real DNS; SPF from the config's records; Message-ID, From domain, link domains,
-lane) and the builders of an RFC 5965 ARF complaint and an RFC 3464 DSN. Pure
+never real DNS, only for messages that carry a DKIM-Signature header and cached per
+message; SPF from the config's records; Message-ID, From domain, link domains, lane, read
+by a cheap header scan rather than ``email.parser``) and the builders of an RFC 5965 ARF complaint and an RFC 3464 DSN. Pure
 functions over bytes; no sockets.
 
 DMARC: a From domain has a record when it (or its organizational domain) is in the
@@ -14,12 +15,12 @@ Lane: taken from an ``X-Inboxlab-Lane`` header when present; otherwise mail with
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from email.utils import formatdate, parseaddr
 
 import dkim
@@ -29,7 +30,14 @@ from sim.providers.facts import Consequence, MessageFacts
 
 _LINK = re.compile(rb"https?://([A-Za-z0-9.-]+)", re.IGNORECASE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_PARSER = BytesHeaderParser(policy=compat32)
+# A header line as the stdlib's feed parser recognises one: printable name, then a colon.
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
+_WANTED = frozenset({b"message-id", b"from", b"x-inboxlab-lane", b"list-unsubscribe",
+                     b"dkim-signature"})
+_DKIM_CACHE_SIZE = 4096
+# sha-256 of the whole message -> (key records the verification looked up, result)
+_dkim_cache: OrderedDict[bytes, tuple[tuple[tuple[str, str | None], ...], str | None]] = \
+    OrderedDict()
 
 
 def split_message(data: bytes) -> tuple[bytes, bytes]:
@@ -37,14 +45,63 @@ def split_message(data: bytes) -> tuple[bytes, bytes]:
     return (data, b"") if m is None else (data[: m.start()], data[m.end():])
 
 
-def dkim_domain(data: bytes, keys: Mapping[str, str]) -> str | None:
-    """d= of the first DKIM signature that verifies against ``keys``, else None."""
-    if b"dkim-signature" not in data[:65536].lower():
-        return None
+def scan_headers(head: bytes) -> dict[str, str]:
+    """The first value of each header the sandbox reads (lower-case names), unfolded as the
+    stdlib's compat32 parser leaves it (continuation lines kept, outer CR/LF stripped).
 
+    A cheap line scan instead of ``email.parser`` on the per-message path; it stops at the
+    first line that is neither a header nor a continuation, as that parser does.
+    """
+    found: dict[str, str] = {}
+    current: list[bytes] | None = None
+    parts: dict[str, list[bytes]] = {}
+    for n, line in enumerate(head.split(b"\n")):
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(b"\n" + line)
+            continue
+        m = _FIELD.match(line)
+        if m is None:
+            if n == 0 and line.startswith(b"From "):  # an mbox "From " line, as the parser
+                continue
+            if line.strip(b"\r"):
+                break
+            continue
+        name = m.group(1).lower()
+        if name in _WANTED and name.decode() not in parts:
+            current = [line[m.end():].lstrip(b" \t")]
+            parts[name.decode()] = current
+        else:
+            current = None
+    for name, chunks in parts.items():
+        found[name] = b"".join(chunks).rstrip(b"\r\n").decode("ascii", "surrogateescape")
+    return found
+
+
+def address_of(value: str) -> str:
+    """The address in a From value (``parseaddr``'s answer, with a fast path for the
+    common ``Name <local@domain>`` and bare ``local@domain`` forms)."""
+    if '"' not in value and "(" not in value and "," not in value:
+        i = value.rfind("<")
+        if i >= 0:
+            j = value.find(">", i)
+            if j > i and value.find("<") == i:
+                inner = value[i + 1: j].strip()
+                if inner and " " not in inner and "\t" not in inner and "\r" not in inner:
+                    return inner
+        elif "<" not in value and ">" not in value:
+            bare = value.strip()
+            if bare and not any(c in bare for c in " \t\r\n;:[]\\"):
+                return bare
+    return parseaddr(value)[1]
+
+
+def _verify(data: bytes, keys: Mapping[str, str],
+            looked_up: list[tuple[str, str | None]]) -> str | None:
     def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
-        text = name.decode() if isinstance(name, bytes) else name
-        record = keys.get(text.lower().rstrip("."))
+        text = (name.decode() if isinstance(name, bytes) else name).lower().rstrip(".")
+        record = keys.get(text)
+        looked_up.append((text, record))
         return record.encode() if record is not None else None
 
     try:
@@ -55,6 +112,31 @@ def dkim_domain(data: bytes, keys: Mapping[str, str]) -> str | None:
     except Exception:  # any malformed signature simply fails verification
         return None
     return None
+
+
+def dkim_domain(data: bytes, keys: Mapping[str, str], *, signed: bool | None = None) -> str | None:
+    """d= of the first DKIM signature that verifies against ``keys``, else None.
+
+    ``signed`` tells whether the message has a DKIM-Signature header (None: look). Results
+    are cached by the message's sha-256 together with the key records the verification
+    read, so a resent message (same bytes, same records) is not verified twice; a changed
+    record misses the cache.
+    """
+    if signed is None:
+        signed = "dkim-signature" in scan_headers(split_message(data)[0])
+    if not signed or not keys:
+        return None
+    digest = hashlib.sha256(data).digest()
+    hit = _dkim_cache.get(digest)
+    if hit is not None and all(keys.get(name) == record for name, record in hit[0]):
+        _dkim_cache.move_to_end(digest)
+        return hit[1]
+    looked_up: list[tuple[str, str | None]] = []
+    result = _verify(data, keys, looked_up)
+    _dkim_cache[digest] = (tuple(looked_up), result)
+    if len(_dkim_cache) > _DKIM_CACHE_SIZE:
+        _dkim_cache.popitem(last=False)
+    return result
 
 
 def spf_result(mail_from: str, source_ip: str, records: Mapping[str, tuple[str, ...]]) -> bool:
@@ -70,11 +152,11 @@ def message_facts(
     dmarc: Mapping[str, str] | None = None,
 ) -> MessageFacts:
     head, body = split_message(data)
-    headers = _PARSER.parsebytes(head + b"\r\n\r\n")
-    lane = (headers.get("X-Inboxlab-Lane") or "").strip().lower()
+    headers = scan_headers(head)
+    lane = headers.get("x-inboxlab-lane", "").strip().lower()
     if lane not in ("transactional", "lifecycle", "prospecting"):
-        lane = "lifecycle" if headers.get("List-Unsubscribe") else "transactional"
-    from_addr = parseaddr(str(headers.get("From", "")))[1]
+        lane = "lifecycle" if headers.get("list-unsubscribe") else "transactional"
+    from_addr = address_of(headers.get("from", ""))
     links = tuple(dict.fromkeys(m.group(1).decode().lower().rstrip(".")
                                 for m in _LINK.finditer(body[:65536])))
     spf_domain = mail_from.rsplit("@", 1)[1].lower() if "@" in mail_from else None
@@ -83,11 +165,12 @@ def message_facts(
     # RFC 7489 §6.6.3: the From domain's record, else its organizational domain's.
     has_dmarc = bool(from_domain) and (from_domain in records
                                        or org_domain(from_domain) in records)
+    signed = "dkim-signature" in headers
     return MessageFacts(
         mail_from=mail_from,
         recipients=recipients,
-        message_id=str(headers.get("Message-ID", "") or "").strip(),
-        dkim_domain=dkim_domain(data, dkim_keys) if dkim_keys else None,
+        message_id=headers.get("message-id", "").strip(),
+        dkim_domain=dkim_domain(data, dkim_keys, signed=signed) if signed and dkim_keys else None,
         spf_domain=spf_domain,
         spf_pass=spf_result(mail_from, source_ip, spf),
         from_domain=from_domain,

@@ -6,11 +6,14 @@ protocol ``ModelSMTP`` and the handler that asks the ``ProviderModel`` for every
 The peer address of a connection is the source IP the model sees (clients bind
 127.0.0.x). Model time is ``start + elapsed_real * time_scale``.
 
-Writes, under ``HOME/sandbox/``: accepted mail as ``<provider>/<mailbox>/<n>.eml``,
-``events.jsonl`` (``engine.events.Event`` rows, source "sandbox"), ``stats.json`` and, on
-stop, ``events.parquet`` when ``engine.eventio`` is available. Sends ARF complaints and
-RFC 3464 DSNs by SMTP (aiosmtplib) to the configured feedback address when the model's
-delay has passed. Client input never crashes a server: every hook is guarded.
+Writes, under ``HOME/sandbox/``: accepted mail as ``<provider>/<mailbox>/<n>.eml``
+(``sim.sandbox.store``: written in batches once per loop iteration), ``events.jsonl``
+(``engine.events.Event`` rows, source "sandbox", buffered and serialised once per tick),
+``stats.json`` and, on stop, ``events.parquet`` when ``engine.eventio`` is available. Sends
+ARF complaints and RFC 3464 DSNs by SMTP (aiosmtplib) to the configured feedback address
+when the model's delay has passed. Client input never crashes a server: every hook is
+guarded. The per-message path reads headers with a line scan and verifies DKIM only for
+signed mail (``sim.sandbox.messages``); run it on uvloop (``new_event_loop``).
 Must not contain provider behaviour: that lives in ``sim.providers``.
 
 Lane header convention: a sender may mark a message's lane with
@@ -27,9 +30,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue
+import math
 import random
-import re
 import shutil
 import tempfile
 import threading
@@ -41,16 +43,17 @@ from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from engine.errors import InputError
-from engine.events import Event
+from engine.events import COLUMN_NAMES, EVENT_NAMES
 from sim.providers.facts import Consequence, Reply
 from sim.providers.facts import Session as ModelSession
 from sim.providers.model import ProviderModel
 from sim.sandbox.config import ProviderServer, SandboxConfig
 from sim.sandbox.messages import build_arf, build_dsn, message_facts, split_message
+from sim.sandbox.store import MailStore
 
 log = logging.getLogger("inboxlab.sandbox")
+STOP_DRAIN_S = 1.0  # how long ``stop`` waits for feedback reports in flight
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)
-_SAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -80,68 +83,62 @@ class Clock:
         return max(0.0, model_seconds / self.scale)
 
 
-class Writer:
-    """Writes stored mail on a background thread so the event loop never waits on disk.
+class EventLog:
+    """Buffered JSON lines of event rows; keeps the rows for a Parquet export.
 
-    ``put`` queues (path, bytes); ``close`` drains the queue and joins the thread. No
-    fsync: the store is a lab record, not a durable spool.
+    Rows are built straight in ``Event.to_row`` form (``ts`` as epoch seconds, ``detail`` as
+    a JSON string), not as ``Event`` objects, so the per-message path makes one dict; they
+    are checked against the same rules ``Event`` checks (names, source, ts, smtp_code).
+    Serialised to JSON at ``flush`` (every tick), not per message.
     """
 
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[Path, bytes] | None] = queue.SimpleQueue()
-        self.errors = 0
-        self.thread = threading.Thread(target=self._run, daemon=True, name="sandbox-writer")
-        self.thread.start()
-
-    def put(self, path: Path, data: bytes) -> None:
-        self.queue.put((path, data))
-
-    def _run(self) -> None:
-        while (item := self.queue.get()) is not None:
-            path, data = item
-            try:
-                with open(path, "wb") as fh:
-                    fh.write(data)
-            except OSError as exc:
-                self.errors += 1
-                log.warning("cannot store %s: %s", path, exc)
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join(30)
-
-
-class EventLog:
-    """Buffered JSON lines of ``Event`` rows; keeps the events for a Parquet export."""
+    _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
         self.fh = path.open("a", encoding="utf-8")
-        self.events: list[Event] = []
-        self.lines: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        self.written = 0
         self.seq = 0
+        self._template: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
+        self._template.update(source="sandbox", run_id=run_id)
+        self._details: dict[str, str] = {}
 
-    def emit(self, **fields: Any) -> None:
-        self.seq += 1
-        try:
-            ev = Event(source="sandbox", run_id=self.run_id, seq=self.seq, **fields)
-        except ValueError as exc:  # never let a bad field kill a session
-            log.warning("dropped event: %s", exc)
+    def emit(self, *, ts: float, event: str, detail: dict[str, Any] | None = None,
+             **fields: Any) -> None:
+        """Append one row; a field the schema refuses is logged and the row dropped."""
+        if event not in EVENT_NAMES or not math.isfinite(ts):
+            log.warning("dropped event: %r at %r", event, ts)
             return
-        self.events.append(ev)
-        row = ev.to_row()
-        row["ts"] = ev.ts
-        self.lines.append(json.dumps(row, separators=(",", ":"), default=str))
-        if len(self.lines) >= 512:
-            self.flush()
+        code = fields.get("smtp_code")
+        if code is not None and not 200 <= code <= 599:
+            log.warning("dropped event: smtp_code out of range: %r", code)
+            return
+        self.seq += 1
+        row = self._template.copy()
+        row.update(fields)
+        row["ts"] = ts
+        row["event"] = event
+        row["seq"] = self.seq
+        rcpt = row["recipient"]
+        if rcpt is not None and row["recipient_domain"] is None and "@" in rcpt:
+            row["recipient_domain"] = rcpt.rsplit("@", 1)[1].lower()
+        if detail is not None:
+            stage = detail.get("stage") if len(detail) == 1 else None
+            text = self._details.get(stage) if isinstance(stage, str) else None
+            if text is None:
+                text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+                if isinstance(stage, str):
+                    self._details[stage] = text
+            row["detail"] = text
+        self.rows.append(row)
 
     def flush(self) -> None:
-        if self.lines:
-            self.lines.append("")
-            self.fh.write("\n".join(self.lines))
-            self.lines = []
+        if self.written < len(self.rows):
+            encode = self._encode
+            self.fh.write("".join(encode(row) + "\n" for row in self.rows[self.written:]))
+            self.written = len(self.rows)
         self.fh.flush()
 
     def close(self) -> None:
@@ -169,7 +166,6 @@ class Provider:
             self.model.list_netblock(nb, float("inf"))
         self.faults = random.Random(f"{spec.faults.seed}:{spec.name}")
         self.folder = sandbox.home / spec.name
-        self.counters: dict[str, int] = {}
         self.message_ids: dict[str, int] = {}
         self.stats = {"connections": 0, "accepted": 0, "deferred": 0, "bounced": 0,
                       "duplicates": 0, "faults": 0, "feedback_sent": 0, "feedback_failed": 0}
@@ -189,16 +185,9 @@ class Provider:
                 return True
         return False
 
-    def store(self, recipient: str, data: bytes) -> Path:
-        mailbox = _SAFE.sub("_", recipient.lower())[:200] or "_"
-        folder = self.folder / mailbox
-        if mailbox not in self.counters:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.counters[mailbox] = sum(1 for _ in folder.glob("*.eml"))
-        self.counters[mailbox] += 1
-        path = folder / f"{self.counters[mailbox]}.eml"
-        self.sandbox.writer.put(path, data)
-        return path
+    def store(self, recipient: str, data: bytes) -> str:
+        """Queue one accepted message for ``recipient``'s mailbox; returns its path."""
+        return self.sandbox.store.put(self.folder, recipient, data)
 
     def log_reply(self, reply: Reply, *, source_ip: str, stage: str, recipient: str | None = None,
                   message_id: str | None = None, reason: str | None = None) -> None:
@@ -397,10 +386,10 @@ class Sandbox:
         self.clock = Clock(config.time_scale)
         self.run_id = run_id or f"sandbox-{int(time.time())}"
         self.events = EventLog(self.home / "events.jsonl", self.run_id)
+        self.store = MailStore()
         self.providers = {spec.name: Provider(spec, self) for spec in config.providers}
         self.addresses: dict[str, tuple[str, int]] = {}
         self.pending_originals: dict[tuple[str, str, str], bytes] = {}
-        self.writer = Writer()
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -446,12 +435,20 @@ class Sandbox:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+        if self._tasks:  # reports in flight get a moment; a vanished receiver gets no more
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_DRAIN_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+                log.warning("%d feedback reports still unsent at stop", len(pending))
         self.events.close()
-        self.writer.close()
+        self.store.close()
         self._write_parquet()
-        stats = {name: {**p.stats, "model": dict(p.model.stats)} for name, p in self.providers.items()}
+        stats: dict[str, Any] = {name: {**p.stats, "model": dict(p.model.stats)}
+                                 for name, p in self.providers.items()}
+        if self.store.errors:
+            log.warning("%d accepted messages could not be stored", self.store.errors)
         (self.home / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
         shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -461,7 +458,7 @@ class Sandbox:
         except ImportError:
             return
         try:
-            eventio.write_events(self.events.events, self.home / "events.parquet")
+            eventio.write_events(self.events.rows, self.home / "events.parquet")
         except Exception as exc:  # the JSONL file is the record; Parquet is a convenience
             log.warning("parquet export failed: %s", exc)
 
@@ -504,6 +501,9 @@ class Sandbox:
                                   hostname=cfg.feedback_host, port=cfg.feedback_port,
                                   start_tls=False, use_tls=False, timeout=10)
             p.stats["feedback_sent"] += 1
+        except asyncio.CancelledError:  # stopped while the receiver had not answered
+            p.stats["feedback_failed"] += 1
+            raise
         except Exception as exc:
             p.stats["feedback_failed"] += 1
             log.warning("%s: feedback to %s failed: %s", p.name, to, exc)

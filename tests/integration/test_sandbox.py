@@ -15,6 +15,8 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.errors import InputError
 from engine.feedback import ArfReport, DsnReport, parse
@@ -345,3 +347,101 @@ def test_events_and_store_are_written(sandbox_factory, tmp_path: Path) -> None:
     assert len(list((home / "generic" / "a@example.net").glob("*.eml"))) == 2
     stats = json.loads((home / "stats.json").read_text())
     assert stats["generic"]["duplicates"] == 1 and stats["generic"]["accepted"] == 2
+
+
+# --- the per-message path's pieces, checked against the stdlib and dkimpy ---------------------
+
+_NAMES = st.sampled_from(["From", "from", "FROM", "Message-ID", "Message-Id", "X-Inboxlab-Lane",
+                          "List-Unsubscribe", "DKIM-Signature", "Subject", "To", "X-Other"])
+_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES, st.booleans(), _VALUES), max_size=8),
+       st.sampled_from([b"\r\n", b"\n"]))
+@settings(max_examples=300, deadline=None)
+def test_header_scan_reads_what_the_stdlib_parser_reads(fields, eol) -> None:
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from sim.sandbox.messages import scan_headers
+
+    lines = []
+    for name, value, folded, more in fields:
+        lines.append(f"{name}: {value}".encode())
+        if folded:
+            lines.append(f"\t{more}".encode())
+    head = eol.join(lines)
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+    got = scan_headers(head)
+    for name in ("from", "message-id", "x-inboxlab-lane", "list-unsubscribe", "dkim-signature"):
+        want = parsed.get(name)
+        assert got.get(name) == (None if want is None else str(want)), (name, head)
+
+
+@given(st.sampled_from(["News <news@a.example>", "<news@a.example>", "news@a.example",
+                        '"News, Daily" <news@a.example>', "news@a.example (News)",
+                        "News\r\n <news@a.example>", "a <b> <c@d.example>", "", "<>",
+                        "undisclosed", "x@y.example, z@w.example"]))
+def test_from_address_matches_parseaddr(value: str) -> None:
+    from email.utils import parseaddr
+
+    from sim.sandbox.messages import address_of
+
+    assert address_of(value) == parseaddr(value)[1]
+
+
+def test_dkim_cache_misses_when_the_key_record_changes() -> None:
+    from sim.sandbox import messages
+
+    pem, record = _dkim_key()
+    _, other = _dkim_key()
+    raw = message(1, "bob@gmail.com")
+    signed = dkim.sign(raw, b"s1", b"news.example.com", pem,
+                       include_headers=[b"from", b"to", b"subject", b"message-id"]) + raw
+    name = "s1._domainkey.news.example.com"
+    assert messages.dkim_domain(signed, {name: record}) == "news.example.com"
+    assert messages.dkim_domain(signed, {name: record}) == "news.example.com"  # cached
+    assert messages.dkim_domain(signed, {name: other}) is None  # rotated key: verified again
+    assert messages.dkim_domain(signed, {}) is None
+    assert messages.dkim_domain(signed.replace(b"Hello 1", b"Hello 2"), {name: record}) is None
+    assert messages.dkim_domain(raw, {name: record}) is None  # unsigned
+
+
+def test_store_numbers_on_from_files_already_there(tmp_path: Path) -> None:
+    from sim.sandbox.store import MailStore
+
+    first = MailStore()
+    paths = [first.put(tmp_path, "Ann@Example.net", f"m{i}".encode()) for i in range(3)]
+    first.close()
+    again = MailStore()  # a restarted sandbox continues the numbering
+    paths.append(again.put(tmp_path, "ann@example.net", b"m3"))
+    paths.append(again.put(tmp_path, "a/b@example.net", b"x"))
+    again.close()
+    folder = tmp_path / "ann@example.net"
+    assert sorted(p.name for p in folder.glob("*.eml")) == ["1.eml", "2.eml", "3.eml", "4.eml"]
+    assert [Path(p).read_bytes() for p in paths[:4]] == [b"m0", b"m1", b"m2", b"m3"]
+    assert (tmp_path / "a_b@example.net" / "1.eml").read_bytes() == b"x"
+
+
+def test_event_rows_are_valid_events(sandbox_factory, tmp_path: Path) -> None:
+    from engine.events import COLUMN_NAMES, Event
+
+    box = sandbox_factory({"providers": {"generic": {"tls": False,
+                                                     "overrides": {"mailboxes": QUIET}}}})
+    addr = box.sandbox.addresses["generic"]
+    s = client(addr, "127.0.0.2")
+    for i in range(3):
+        assert transact(s, "b@news.example.com", f"a{i}@example.net", message(i, "x"))[0] == 250
+    assert transact(s, "b@news.example.com", "unknown-9@example.net", message(9, "x"))[0] == 550
+    s.quit()
+    # the stored files exist as soon as the client has its reply to the next command
+    assert len(list((tmp_path / "sb" / "sandbox" / "generic").glob("*/*.eml"))) == 3
+    box.stop()
+    lines = (tmp_path / "sb" / "sandbox" / "events.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    for row in rows:
+        assert tuple(row) == COLUMN_NAMES
+        ev = Event.from_row(row)
+        assert ev.source == "sandbox" and ev.recipient_domain == "example.net"
+    assert sorted(r["event"] for r in rows) == ["bounced", "delivered", "delivered", "delivered"]
