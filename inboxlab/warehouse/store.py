@@ -32,7 +32,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import InputError
-from engine.eventio import conform, write_events
+from engine.eventio import SCHEMA, conform, write_events
 from engine.events import SOURCES
 
 DEFAULT_HOME = "./var"
@@ -93,16 +93,54 @@ def read_ledger(home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return data
 
 
+def _single_run(frame: pl.DataFrame) -> bool:
+    """True when every row has the first row's source and run id (a null run id counts as a
+    value). An equality scan: several times cheaper than hashing for ``n_unique``."""
+    if frame.height == 0:
+        return True
+    first = frame.row(0, named=True)
+    conds = [
+        pl.col(c).is_null().all() if first[c] is None
+        else (pl.col(c) == first[c]).fill_null(False).all()
+        for c in ("source", "run_id")
+    ]
+    return bool(all(frame.select(conds).row(0)))
+
+
+def _read_event_file(file: Path) -> pl.DataFrame:
+    """Read an event Parquet file conformed to the schema. Columns that the file's row-group
+    statistics show to be null in every row are not decoded but filled with typed nulls
+    (a sim run leaves about half the schema empty; decoding those columns is pure cost)."""
+    columns: list[str] | None = None
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(file).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        empty = set()
+        for i, name in enumerate(names):
+            stats = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)]
+            if meta.num_row_groups and all(
+                st is not None and st.has_null_count
+                and st.null_count == meta.row_group(g).num_rows
+                for g, st in enumerate(stats)
+            ):
+                empty.add(name)
+        if empty and len(set(names)) == len(names):
+            columns = [n for n in names if n not in empty]
+    except Exception:  # unreadable metadata: let the full read below report the problem
+        columns = None
+    frame = pl.read_parquet(file, columns=columns)
+    return conform(frame)
+
+
 def _partitions(frame: pl.DataFrame) -> list[tuple[tuple[str, str, str], pl.DataFrame]]:
     """Split ``frame`` by (source, run id, day). A frame of one source and run in time order
     (what a sim run or an export holds) is cut into zero-copy slices; anything else goes
     through a hash partition."""
     day = pl.col("ts").dt.date()
-    one_run = frame["source"].n_unique() == 1 and frame["run_id"].n_unique() == 1
     days = frame.select(day.alias("d"))["d"]
-    if one_run and days.null_count() == 0 and frame.select(
-        (pl.col("ts").diff().dt.total_microseconds() >= 0).all()
-    ).item() is not False:
+    if _single_run(frame) and days.null_count() == 0 and frame["ts"].is_sorted():
         source, run_id = str(frame["source"][0]), str(frame["run_id"][0] or "")
         runs = days.rle()
         out, offset = [], 0
@@ -144,11 +182,14 @@ def _write_partitions(home: Path, frame: pl.DataFrame, key: str) -> int:
 
 
 def _check(frame: pl.DataFrame) -> pl.DataFrame:
-    frame = conform(frame)
-    bad = frame.filter(~pl.col("source").is_in(list(SOURCES)) | pl.col("ts").is_null())
-    if bad.height:
+    if frame.schema != pl.Schema(SCHEMA):
+        frame = conform(frame)
+    bad = int(frame.select(
+        (~pl.col("source").is_in(list(SOURCES)).fill_null(False) | pl.col("ts").is_null()).sum()
+    ).item())
+    if bad:
         raise InputError(
-            f"{bad.height} event rows have a null ts or a source outside {sorted(SOURCES)}"
+            f"{bad} event rows have a null ts or a source outside {sorted(SOURCES)}"
         )
     return frame
 
@@ -160,8 +201,12 @@ def load_frame(
     note: dict[str, Any] | None = None,
 ) -> LoadResult:
     """Load ``frame`` once under ``key``; a key already in the ledger loads nothing."""
+    return _load_checked(_check(frame), key, home, note)
+
+
+def _load_checked(frame: pl.DataFrame, key: str, home: str | os.PathLike[str] | None,
+                  note: dict[str, Any] | None) -> LoadResult:
     root = home_dir(home)
-    frame = _check(frame)
     with _locked(root) as ledger:
         if key in ledger["loads"]:
             return LoadResult(key, 0, 0, False)
@@ -189,18 +234,20 @@ def ingest_run_dir(run_dir: str | os.PathLike[str], home: str | os.PathLike[str]
     if not file.is_file():
         raise InputError(f"{run_dir}: no events.parquet in this folder")
     try:
-        frame = conform(pl.read_parquet(file))
+        frame = _read_event_file(file)
     except Exception as exc:  # polars raises several types for a bad file
         raise InputError(f"{file}: not a readable event Parquet file: {exc}") from exc
-    if frame.filter(pl.col("run_id").is_null() | (pl.col("run_id") == "")).height:
+    if frame.select((pl.col("run_id").is_null() | (pl.col("run_id") == "")).any()).item():
         raise InputError(f"{file}: some rows have no run_id")
-    runs = frame.select("source", "run_id").unique(maintain_order=True).rows()
-    groups = ([(runs[0], frame)] if len(runs) == 1
-              else list(frame.group_by(["source", "run_id"], maintain_order=True)))
+    frame = _check(frame)  # the whole file before any of its runs: all or nothing
+    if _single_run(frame):
+        groups = [((frame["source"][0], frame["run_id"][0]), frame)] if frame.height else []
+    else:
+        groups = list(frame.group_by(["source", "run_id"], maintain_order=True))
     results = []
     for (source, run_id), part in groups:
         results.append(
-            load_frame(part, run_key(str(source), str(run_id)), home, {"from": str(file)})
+            _load_checked(part, run_key(str(source), str(run_id)), home, {"from": str(file)})
         )
     return results
 

@@ -17,6 +17,8 @@ from engine.policy.params import BreakerSpec, LaneSpec, PolicyParams, PoolSpec, 
 from engine.policy.scheduler import Scheduler
 from engine.policy.types import ProviderProfile, Shaping
 from inboxlab.warehouse.detect import (
+    DetectorConfig,
+    SpikeDetector,
     detect_frame,
     generate_counts,
     incident_signal,
@@ -126,3 +128,16 @@ def test_incident_signal_refuses_what_the_core_cannot_act_on() -> None:
     with pytest.raises(InputError):
         incident_signal(Event(ts=1.0, event="incident", source="sim", state="open",
                               provider="gmail"))
+
+
+def test_baseline_forgets_a_noisy_start() -> None:
+    # 30 warm-up minutes at 4 % then 3 hours at 2 %: each minute weighs the same at the start,
+    # so after three 60-minute half-lives the baseline is near 2 %. (Summing the warm-up bins
+    # into the exponential average gave them 30x weight: the baseline sat at 3.6 %.)
+    cfg = DetectorConfig(half_life_bins=60.0)
+    det = SpikeDetector("deferral", "gmail", "pool-a", cfg)
+    for i in range(30):
+        det.observe(i * 60.0, 100, 4)
+    for i in range(30, 210):
+        assert det.observe(i * 60.0, 100, 2) == []
+    assert 0.02 <= det.baseline() < 0.023

@@ -131,3 +131,33 @@ def test_sorted_and_shuffled_runs_land_in_the_same_day_files(tmp_path: Path) -> 
         }
     assert files["sorted"] == files["shuffled"]
     assert len(files["sorted"]) == 4 and sum(map(len, files["sorted"].values())) == 36
+
+
+def test_load_skips_only_columns_null_in_every_row_group(tmp_path: Path) -> None:
+    # ``reason`` is null in the first row group only and ``tenant`` in every row group: the
+    # loader may skip decoding ``tenant`` but must keep every ``reason`` value.
+    events = [Event(ts=1_700_000_000 + i, event="deferred", source="sim", run_id="rg",
+                    message_id=f"m{i}", reason=None if i < 50 else f"r{i}", smtp_code=421)
+              for i in range(120)]
+    run = tmp_path / "run"
+    run.mkdir()
+    events_frame(events).write_parquet(run / "events.parquet", row_group_size=50)
+    [result] = ingest_run_dir(run, tmp_path / "home")
+    assert result.rows == 120
+    back = query(tmp_path / "home", "SELECT * FROM events ORDER BY ts")
+    assert back.columns == list(SCHEMA)
+    assert back["reason"].to_list() == [None] * 50 + [f"r{i}" for i in range(50, 120)]
+    assert back["tenant"].null_count() == 120 and back["smtp_code"].to_list() == [421] * 120
+    assert back.equals(query(tmp_path / "home", "SELECT * FROM events ORDER BY ts"))
+    assert back.drop("ts").equals(events_frame(events).drop("ts"))
+
+
+def test_load_rejects_rows_without_a_known_source(tmp_path: Path) -> None:
+    frame = events_frame(_run_events("bad", 3)).with_columns(
+        pl.when(pl.col("message_id") == "bad-1").then(None).otherwise(pl.col("source"))
+        .alias("source"))
+    run = tmp_path / "run"
+    write_events(frame, run / "events.parquet")
+    with pytest.raises(InputError, match="source outside"):
+        ingest_run_dir(run, tmp_path / "home")
+    assert read_ledger(tmp_path / "home")["loads"] == {}  # nothing half-loaded
