@@ -2,9 +2,19 @@
 
 Owns the loop: take pending recipients from the spool (checking suppressions) and
 ``submit`` them to the scheduler of the policy their route allows (one ``Scheduler`` per
-distinct policy file of the lab: a pool naming its own policy gets its own core); ``tick`` and apply decisions; ``due`` -> mark in flight -> send over pooled
-connections -> ``record`` -> apply each decision in ONE spool transaction. Time is the wall
-clock here; the policy core only ever sees it as an argument.
+distinct policy file of the lab: a pool naming its own policy gets its own core); ``tick``
+and apply decisions; ``due`` -> mark in flight -> send over pooled connections -> ``record``
+-> apply each decision in ONE spool transaction. Time is the wall clock here; the policy core
+only ever sees it as an argument.
+
+Staged rollout: a pool with a promotion record (``engine.rollout``, ``HOME/promotion/<pool>.json``
+when the runner has a ``home``) runs the record's policy files instead of its configured one,
+one ``Scheduler`` per arm (policy file x pool); each message's arm is
+``policy_file_for(message_id, pool, record)``. The records are re-read (on mtime change) every
+pass, so a new stage takes effect without a restart; a scheduler no longer routed to keeps
+running until the recipients it holds are done. Every event the runner writes carries the
+``policy_version`` of the scheduler that decided it (what ``inboxlab promote check`` compares).
+Must not write promotion records, nor import ``inboxlab`` or ``sim``.
 """
 
 from __future__ import annotations
@@ -20,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import LabConfig
+from engine.config.lab import LoadedPolicy
 from engine.delivery.message import recipient_headers, verp_address
 from engine.delivery.mx import Destination, NullMX, Resolver
 from engine.delivery.smtp import ConnectionPool, SendResult
 from engine.dkim import DkimSigner, load_signer
-from engine.errors import InputError
+from engine.errors import InboxlabError, InputError
 from engine.policy.breaker import BreakerChange
 from engine.policy.classify import Classifier
 from engine.policy.params import PolicyParams, RouteConstraint
@@ -41,6 +52,7 @@ from engine.policy.scheduler import (
     Suppress,
 )
 from engine.policy.windows import allowed_routes
+from engine.rollout import PromotionRecord, RecordReader, policy_file_for, record_path
 from engine.spool import Job, Spool
 
 # A recipient's DATA mark is committed this many messages ahead (one transaction per window):
@@ -75,12 +87,15 @@ def own_routes(params: PolicyParams, owned: frozenset[str]) -> PolicyParams:
 
 
 class Group:
-    """One policy file's scheduler and the pools that run it."""
+    """One policy file's scheduler and the pools that run it (``arm``: the pool whose
+    promotion record this group is one arm of; None for a configured policy's group)."""
 
-    def __init__(self, name: str, scheduler: Scheduler, owned: frozenset[str]) -> None:
+    def __init__(self, name: str, scheduler: Scheduler, owned: frozenset[str],
+                 arm: str | None = None) -> None:
         self.name = name
         self.scheduler = scheduler
         self.owned = owned
+        self.arm = arm
 
 
 class Runner:
@@ -89,10 +104,13 @@ class Runner:
     def __init__(self, config: LabConfig, spool: Spool, *, secret: bytes,
                  resolver: Resolver | None = None, seed: int = 0,
                  clock: Callable[[], float] = time.time, timeout: float = 30.0,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None,
+                 home: str | Path | None = None) -> None:
         """``tls_context``: the client context for STARTTLS; None verifies certificates as
         ``ssl.create_default_context()`` does. Tests against the sandbox's self-signed cert
-        pass ``engine.delivery.smtp.unverified_tls_context()`` explicitly."""
+        pass ``engine.delivery.smtp.unverified_tls_context()`` explicitly. ``home``: where
+        the promotion records live (None: no rollout, every pool runs its configured
+        policy)."""
         from engine.profiles import load_profiles
 
         self.config = config
@@ -101,18 +119,23 @@ class Runner:
         self.clock = clock
         profiles = dict(config.profiles) or load_profiles()
         self.classifier = Classifier(profiles)
-        self.groups: dict[str, Group] = {}
-        for pool in config.pools:
-            name = config.pool_policy[pool]
-            if name in self.groups:
-                continue
-            owned = frozenset(p for p in config.pools if config.pool_policy[p] == name)
-            params = own_routes(config.policy_params(pool, profiles), owned)
-            sched = Scheduler(params, random.Random(f"{seed}:{name}"),
-                              classify=self.classifier.classify)
-            self.groups[name] = Group(name, sched, owned)
-        if not self.groups:
+        self.profiles = profiles
+        self.seed = seed
+        if not config.pools:
             raise InputError(f"{config.file}: the lab defines no pools")
+        self.groups: dict[str, Group] = {}
+        # groups no longer routed to (a rollout moved on): stepped until they hold nothing
+        self.retired: list[Group] = []
+        self.readers: dict[str, RecordReader] = (
+            {p: RecordReader(record_path(home, p)) for p in config.pools}
+            if home is not None else {})
+        self.records: dict[str, PromotionRecord] = {}
+        self.rollout_errors: dict[str, str] = {}  # pool -> why its record is not followed
+        self._arms: dict[str, tuple[str, ...]] = {}  # pool -> arm policy files in use
+        self._arm_cache: dict[tuple[str, str], PolicyParams | str] = {}
+        self._choice: dict[tuple[str, str], list[tuple[Group | str, int]]] = {}
+        self._allowed: dict[tuple[str, str], frozenset[str]] = {}
+        self._layout(initial=True)
         default = config.default_policy
         self.scheduler = (self.groups[default] if default in self.groups
                           else next(iter(self.groups.values()))).scheduler
@@ -120,8 +143,8 @@ class Runner:
                            for name, spec in g.scheduler.params.pools.items()}
         self._all_pools = {p: self._all_pools[p] for p in config.pools}
         self._all_routes = config.policy_params(next(iter(config.pools)), profiles).routes
-        self._choice: dict[tuple[str, str], list[tuple[Group, int]]] = {}
         self.holder: dict[int, Group] = {}
+        self._refresh()
         self.resolver = resolver or Resolver(config)
         self.pool = ConnectionPool(timeout=timeout, tls_context=tls_context)
         self.signers: dict[str, list[DkimSigner]] = {}
@@ -137,19 +160,127 @@ class Runner:
         # decision (a crash before the flush leaves them in flight -> recovery decides)
         self._batch: list[tuple[int, str, str | None, dict[str, Any]]] = []
 
+    # -- rollout ----------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Read the promotion records (each reader re-reads only on an mtime/size change) and
+        re-lay the groups when the set of arm policy files of any pool changed."""
+        if not self.readers:
+            return
+        records: dict[str, PromotionRecord] = {}
+        for pool, reader in self.readers.items():
+            rec = reader.get()
+            if rec is not None and rec.pool == pool:
+                records[pool] = rec
+        self.records = records
+        arms = {}
+        for pool, rec in records.items():
+            files = self._arm_files(pool, rec)
+            if files:
+                arms[pool] = files
+        if arms != self._arms:
+            self._arms = arms
+            self._layout()
+
+    def _arm_files(self, pool: str, rec: PromotionRecord) -> tuple[str, ...]:
+        """The policy files ``pool`` runs under ``rec`` (empty: its configured policy, which is
+        also the answer when an arm's file cannot be loaded; ``rollout_errors`` says why)."""
+        files = [rec.current_policy]
+        if rec.state == "canary" and rec.candidate_policy and rec.canary_share > 0:
+            files.append(rec.candidate_policy)
+        configured = Path(self.config.pool_policy[pool]).resolve()
+        if len(files) == 1 and Path(files[0]).resolve() == configured:
+            self.rollout_errors.pop(pool, None)
+            return ()
+        for f in files:
+            got = self._arm_params(f, pool)
+            if isinstance(got, str):
+                self.rollout_errors[pool] = got
+                return ()
+        self.rollout_errors.pop(pool, None)
+        return tuple(files)
+
+    def _arm_params(self, file: str, pool: str) -> PolicyParams | str:
+        """``PolicyParams`` of policy ``file`` run by ``pool`` alone (cached), or why not."""
+        from dataclasses import replace
+
+        from engine.config.loader import load_policy
+
+        key = (file, pool)
+        got = self._arm_cache.get(key)
+        if got is None:
+            try:
+                model = load_policy(file, profiles=self.profiles)
+                name = f"{file}@{pool}"
+                lab = replace(self.config,
+                              policies={**self.config.policies,
+                                        name: LoadedPolicy(file, model)},
+                              pool_policy={**self.config.pool_policy, pool: name})
+                got = own_routes(lab.policy_params(pool, self.profiles), frozenset({pool}))
+            except InboxlabError as exc:
+                got = f"promotion record of {pool}: cannot run {file}: {exc}"
+            self._arm_cache[key] = got
+        return got
+
+    def _layout(self, *, initial: bool = False) -> None:
+        """(Re)build the groups: one per configured policy file over its pools that follow
+        no record, one per arm (policy file x pool) of each pool that does. A group whose
+        name and pools are unchanged keeps its scheduler; a replaced one is retired."""
+        config = self.config
+        wanted: dict[str, tuple[str | None, frozenset[str]]] = {}
+        for name in dict.fromkeys(config.pool_policy[p] for p in config.pools):
+            owned = frozenset(p for p in config.pools
+                              if config.pool_policy[p] == name and p not in self._arms)
+            if owned:
+                wanted[name] = (None, owned)
+        for pool, files in self._arms.items():
+            for f in files:
+                wanted[f"{f}@{pool}"] = (f, frozenset({pool}))
+        groups: dict[str, Group] = {}
+        for name, (file, owned) in wanted.items():
+            old = self.groups.get(name)
+            if old is not None and old.owned == owned:
+                groups[name] = old
+                continue
+            if file is None:
+                first = next(p for p in config.pools if p in owned)
+                params = own_routes(config.policy_params(first, self.profiles), owned)
+            else:
+                got = self._arm_params(file, next(iter(owned)))
+                assert not isinstance(got, str)  # _arm_files checked it
+                params = got
+            sched = Scheduler(params, random.Random(f"{self.seed}:{name}"),
+                              classify=self.classifier.classify)
+            groups[name] = Group(name, sched, owned, None if file is None else next(iter(owned)))
+        if not initial:
+            kept = {id(g) for g in groups.values()}
+            self.retired += [g for g in self.groups.values() if id(g) not in kept]
+            self.retired = [g for g in self.retired if id(g) not in kept]
+        self.groups = groups
+        self._choice.clear()
+
+    def groups_for_pool(self, pool: str) -> list[Group]:
+        """Every group whose scheduler sends through ``pool`` (two during a canary): where
+        feedback about that pool belongs."""
+        found = [g for g in (*self.groups.values(), *self.retired) if pool in g.owned]
+        return list({id(g): g for g in found}.values())
+
     # -- decisions --------------------------------------------------------------------------
-    def apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None
-              ) -> None:
-        """Write decisions to the spool; all of them are written when this returns."""
-        self._apply(decisions, extra)
+    def apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None,
+              group: Group | None = None) -> None:
+        """Write decisions to the spool; all of them are written when this returns. ``group``:
+        whose scheduler decided them (its policy version goes on every event)."""
+        self._apply(decisions, extra, group)
         self.flush()
 
-    def _apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None
-               ) -> None:
+    def _apply(self, decisions: list[Decision], extra: dict[int, dict[str, Any]] | None = None,
+               group: Group | None = None) -> None:
         """``apply`` for the hot path: delivered/deferred outcomes are batched (``flush``),
         any other decision flushes first and is written in its own transaction."""
+        version = group.scheduler.params.version if group is not None else None
         for d in decisions:
             info = (extra or {}).get(getattr(d, "id", -1), {})
+            if version is not None and "policy_version" not in info:
+                info = {**info, "policy_version": version}
             if not isinstance(d, Retry):
                 self.holder.pop(getattr(d, "id", -1), None)
             why = "; ".join(getattr(d, "reasons", ()))[:500]
@@ -175,10 +306,10 @@ class Runner:
                 self.spool.finish(d.id, "expired", event="expired", reason=why, **info)
             elif isinstance(d, BreakerChange):
                 self.spool.emit(event="breaker", pool=d.pool, provider=d.provider,
-                                state=d.to_state, reason=why)
+                                state=d.to_state, reason=why, policy_version=version)
             else:
                 self.spool.emit(event="automation", pool=d.pool, provider=d.provider,
-                                state=d.state, rule=d.rule, reason=why)
+                                state=d.state, rule=d.rule, reason=why, policy_version=version)
 
     def flush(self) -> None:
         """Write the batched outcomes (delivered / deferred) in one spool transaction."""
@@ -197,7 +328,7 @@ class Runner:
                                 reason="recipient on the suppression list")
                 continue
             now = self.clock()
-            group = self.group_for(p.id, p.tenant, p.lane)
+            group = self.group_for(p.id, p.tenant, p.lane, job.public_id)
             try:
                 if group is None:
                     raise InputError(f"tenant {p.tenant!r} lane {p.lane}: no pool satisfies "
@@ -209,49 +340,69 @@ class Runner:
             except InputError as exc:
                 self.spool.move(p.id, "expired" if "expires" in str(exc) else "suppressed",
                                 event="expired" if "expires" in str(exc) else "suppressed",
-                                reason=str(exc))
+                                reason=str(exc), policy_version=(
+                                    group.scheduler.params.version if group else None))
                 continue
             self.holder[p.id] = group
             n += 1
         return n
 
-    def group_for(self, rid: int, tenant: str, lane: str) -> Group | None:
+    def group_for(self, rid: int, tenant: str, lane: str, message_id: str | None = None
+                  ) -> Group | None:
         """The policy group that carries recipient ``rid``: among the groups owning a pool
         the (tenant, lane) route allows, a stable choice weighted by how many allowed pools
-        each owns (so traffic spreads over pools as one scheduler would spread it)."""
+        each owns (so traffic spreads over pools as one scheduler would spread it). A pool
+        under a promotion record counts on its own; its arm is
+        ``policy_file_for(message_id, pool, record)`` (``message_id`` defaults to ``rid``)."""
         key = (tenant, lane)
         options = self._choice.get(key)
         if options is None:
-            allowed = allowed_routes(self._all_pools, self._all_routes, tenant,
-                                     lane)  # type: ignore[arg-type]
-            options = [(g, len(g.owned & allowed.keys())) for g in self.groups.values()]
+            allowed = self._allowed.get(key)
+            if allowed is None:
+                allowed = frozenset(allowed_routes(self._all_pools, self._all_routes, tenant,
+                                                   lane))  # type: ignore[arg-type]
+                self._allowed[key] = allowed
+            options = [(g, len(g.owned & allowed)) for g in self.groups.values()
+                       if g.arm is None]
+            options += [(p, 1) for p in self._arms if p in allowed]
             options = [(g, w) for g, w in options if w > 0]
             self._choice[key] = options
         if not options:
             return None
         total = sum(w for _, w in options)
         pick = ((rid * 2654435761) & 0xFFFFFFFF) % total
+        chosen: Group | str = options[-1][0]
         for g, w in options:
             if pick < w:
-                return g
+                chosen = g
+                break
             pick -= w
-        return options[-1][0]  # pragma: no cover - the weights sum to total
+        if isinstance(chosen, Group):
+            return chosen
+        files = self._arms[chosen]
+        file = policy_file_for(str(rid) if message_id is None else message_id, chosen,
+                               self.records.get(chosen))
+        return self.groups[f"{file if file in files else files[0]}@{chosen}"]
 
     def step(self) -> float | None:
         """One pass: intake, tick, due -> start sends. Returns the next wake-up time."""
         self.flush()
+        self._refresh()
         self.intake()
         wakes: list[float] = []
-        for group in self.groups.values():
+        if self.retired:
+            held = {id(g) for g in self.holder.values()}
+            self.retired = [g for g in self.retired if id(g) in held]
+        for group in (*self.groups.values(), *self.retired):
             sched = group.scheduler
             now = self.clock()
-            self.apply(sched.tick(now))
+            self.apply(sched.tick(now), group=group)
             for d in sched.due(now):
                 self.spool.start_attempts(d.ids, pool=d.pool, source_ip=d.source_ip)
                 task = asyncio.get_running_loop().create_task(self._dispatch(group, d))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
-            self.apply(sched.tick(self.clock()))
+            self.apply(sched.tick(self.clock()), group=group)
             wake = sched.next_wakeup()
             if wake is not None:
                 wakes.append(wake)
@@ -431,18 +582,20 @@ class Runner:
             return SendResult(None, str(exc) or type(exc).__name__, data_started, dest.host)
 
     @staticmethod
-    def _info(d: Dispatch, code: int | None, res: SendResult) -> dict[str, Any]:
+    def _info(d: Dispatch, code: int | None, res: SendResult, group: Group | None = None
+              ) -> dict[str, Any]:
         return {"code": code, "response": res.text[:500], "pool": d.pool,
                 "source_ip": d.source_ip, "provider": d.provider,
-                "mx_host": res.mx_host or None}
+                "mx_host": res.mx_host or None,
+                "policy_version": group.scheduler.params.version if group else None}
 
     def _record(self, group: Group, d: Dispatch, job: Job, res: SendResult,
                 failed: int | None = None) -> None:
         code = res.code if failed is None else failed
         result = Result(id=job.id, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
                         code=code, text=res.text, data_completed=res.data_started)
-        info = {job.id: self._info(d, code, res)}
-        self._apply(group.scheduler.record(result, self.clock()), info)
+        info = {job.id: self._info(d, code, res, group)}
+        self._apply(group.scheduler.record(result, self.clock()), info, group)
 
     def _record_many(self, group: Group, d: Dispatch, items: list[tuple[Job, SendResult]]
                      ) -> None:
@@ -466,13 +619,13 @@ class Runner:
         rec = group.scheduler.record_batch(
             [j.id for j, _ in run], [r.code for _, r in run], [r.text for _, r in run],
             pool=d.pool, source_ip=d.source_ip, provider=d.provider, now=self.clock())
-        info = {j.id: self._info(d, r.code, r) for j, r in run}
+        info = {j.id: self._info(d, r.code, r, group) for j, r in run}
         delivered = rec.delivered
         pos = 0
         for mark, dec in zip(rec.marks, rec.decisions, strict=True):
             self._delivered(delivered[pos:mark], info)
             pos = mark
-            self._apply([dec], info)
+            self._apply([dec], info, group)
         self._delivered(delivered[pos:], info)
 
     def _delivered(self, ids: list[int], info: dict[int, dict[str, Any]]) -> None:

@@ -9,7 +9,9 @@ Every listener is bound before anything runs, so a busy port is one clear error 
 half-started is left behind. SIGTERM/SIGINT stop the intake, submission and inbound
 listeners first, then the runner finishes in-flight sends, then the last webhook batches go
 out (for at most ``[serve.webhooks].drain`` seconds); a restart on the same home resumes
-from the spool and the webhook cursors. It decides no policy and parses no mail.
+from the spool and the webhook cursors. The runner follows the promotion records under
+the home (``engine.rollout``). ``event_loop_factory`` picks uvloop when installed. It decides
+no policy and parses no mail.
 """
 
 from __future__ import annotations
@@ -24,12 +26,32 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import LabConfig
 from engine.errors import ConfigError, InputError
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``uvloop.new_event_loop`` when uvloop is installed (and not turned off with
+    ``INBOXLAB_LOOP=asyncio``), else None: the standard loop."""
+    if os.environ.get("INBOXLAB_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: what the running event loop is."""
+    loop = asyncio.get_running_loop()
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 def home_secret(home: Path) -> bytes:
@@ -58,6 +80,7 @@ class Listening:
     certificate: str | None = None
     webhooks: list[str] = field(default_factory=list)
     webhooks_skipped: dict[str, str] = field(default_factory=dict)
+    loop: str = "asyncio"  # the event loop implementation (``uvloop`` when installed)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (``--json``)."""
@@ -65,12 +88,12 @@ class Listening:
                 "feedback_domains": self.feedback_domains, "submission": self.submission,
                 "certificate": self.certificate, "webhooks": self.webhooks,
                 "webhooks_skipped": self.webhooks_skipped, "spool": self.spool,
-                "recovered": self.recovered}
+                "recovered": self.recovered, "loop": self.loop}
 
     def lines(self) -> list[str]:
         """The human form: one line per listener."""
         out = [f"inboxlab: serving on http://{self.http} (spool {self.spool}, "
-               f"recovered {self.recovered})"]
+               f"recovered {self.recovered}, {self.loop} loop)"]
         if self.inbound:
             out.append(f"inboxlab: inbound feedback on smtp://{self.inbound} for "
                        f"{', '.join(self.feedback_domains) or 'no domain'}")
@@ -214,10 +237,11 @@ async def serve(config: LabConfig, home: Path, *, host: str | None = None,
         raise
     closers: list[Any] = []
     try:
-        runner = Runner(config, spool, secret=secret, seed=seed)
+        runner = Runner(config, spool, secret=secret, seed=seed, home=home)
         info = Listening(http=_addr(host, int(http_sock.getsockname()[1])),
                          spool=str(home / "spool.db"), recovered=dict(spool.recovered),
-                         webhooks=[e.tenant for e in endpoints], webhooks_skipped=skipped)
+                         webhooks=[e.tenant for e in endpoints], webhooks_skipped=skipped,
+                         loop=loop_name())
         feed = feed_runner(runner)
         processor = FeedbackProcessor(spool, secret, config=config,
                                       on_signal=lambda s: _safe_feed(feed, s))

@@ -1,5 +1,6 @@
 """``inboxlab serve``: run the whole engine (HTTP intake, delivery runner, inbound feedback
-receiver, SMTP submission, webhook dispatcher) in one process until SIGTERM.
+receiver, SMTP submission, webhook dispatcher) in one process until SIGTERM, on uvloop when
+installed.
 
 Owns only the command-line surface; the work is ``engine.intake.serve``.
 """
@@ -42,10 +43,18 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from engine.config import load_config
+        from engine.intake.serve import event_loop_factory
         from engine.intake.serve import serve as run
 
         _check_port("--port", port, 1)
         _check_port("--inbound-port", inbound_port, 0)
         _check_port("--submission-port", submission_port, 0)
-        asyncio.run(run(load_config(config), home, port=port, seed=seed, as_json=as_json,
-                        inbound_port=inbound_port, submission_port=submission_port))
+        lab = load_config(config)
+        main = run(lab, home, port=port, seed=seed, as_json=as_json,
+                   inbound_port=inbound_port, submission_port=submission_port)
+        factory = event_loop_factory()  # uvloop when installed (a Linux dependency)
+        if factory is None:
+            asyncio.run(main)
+        else:
+            with asyncio.Runner(loop_factory=factory) as loop_runner:
+                loop_runner.run(main)
