@@ -1,8 +1,9 @@
 """Wiring of inbound feedback to a live ``engine.runner.Runner``.
 
 Owns one function: the ``on_signal`` callback that hands a ``Signal`` to the scheduler of
-the policy group that owns the signal's pool and writes the decisions it returns (breaker
-and automation transitions) to the spool through ``Runner.apply``. Call it on the runner's
+every policy group that sends through the signal's pool (two during a canary rollout: the
+signal is about the pool's IPs, so both arms' breakers see it) and writes the decisions
+each returns (breaker and automation transitions) to the spool through ``Runner.apply``. Call it on the runner's
 event loop thread. It decides nothing itself.
 """
 
@@ -19,12 +20,15 @@ def feed_runner(runner: Any) -> Callable[[Signal], list[Any]]:
     """``on_signal`` for ``FeedbackProcessor``: returns the decisions it applied."""
 
     def on_signal(signal: Signal) -> list[Any]:
-        name = runner.config.pool_policy.get(signal.pool)
-        group = runner.groups.get(name) if name is not None else None
-        if group is None:
+        groups = runner.groups_for_pool(signal.pool)
+        if not groups:
             raise InputError(f"signal for unknown pool {signal.pool!r}")
-        decisions = group.scheduler.feedback(signal, runner.clock())
-        runner.apply(decisions)
-        return list(decisions)
+        now = runner.clock()
+        out: list[Any] = []
+        for group in groups:
+            decisions = group.scheduler.feedback(signal, now)
+            runner.apply(decisions, group=group)
+            out.extend(decisions)
+        return out
 
     return on_signal
