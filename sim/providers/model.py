@@ -57,6 +57,7 @@ from sim.providers.windows import BucketCounter, SlidingCounter, add_many
 DAY = 86400.0
 _NORMAL = NormalDist()
 TIERS = ("low", "medium", "high")
+_CACHE_MAX = 1 << 16  # entries per memo dict before it is cleared
 
 
 class Uniform(Protocol):
@@ -117,6 +118,23 @@ class ProviderModel:
         # mailbox kind (None: not a valid address) per recipient seen by ``deliver_batch``:
         # a pure function of the address and this model's fractions, so memoised
         self.kind_cache: dict[str, MailboxKind | None] = {}
+        # formatted replies by (kind, placeholder values): Reply is frozen, so shared
+        self._replies: dict[tuple[object, ...], Reply] = {}
+        # scope keys by the facts they are made of (``_scope_keys``)
+        self._keys: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+
+    def mailbox(self, address: str) -> MailboxKind | None:
+        """The mailbox kind of ``address`` (None: not a valid address), memoised in
+        ``kind_cache`` (a pure function of the address and this model's fractions)."""
+        cache = self.kind_cache
+        k = cache.get(address, _UNSEEN)
+        if k is _UNSEEN:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            p = self.params
+            k = cache[address] = (mailbox_kind(address, p.unknown_fraction, p.full_fraction)
+                                  if valid_address(address) else None)
+        return k  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- helpers
     def reply(self, kind: str, **values: str) -> Reply:
@@ -125,8 +143,16 @@ class ProviderModel:
         self.stats[kind] = self.stats.get(kind, 0) + 1
         if "{" not in base.text:
             return base
+        key = (kind, *values.items())  # the same reply text for the same values: reuse it
+        done = self._replies.get(key)
+        if done is not None:
+            return done
         values.setdefault("host", self.params.banner_host)
-        return Reply(base.code, base.enhanced, base.text.format_map(_Fmt(values)), kind)
+        done = Reply(base.code, base.enhanced, base.text.format_map(_Fmt(values)), kind)
+        if len(self._replies) >= _CACHE_MAX:
+            self._replies.clear()
+        self._replies[key] = done
+        return done
 
     def score(self, scope: str, key: str, now: float) -> float:
         """Reputation of ``key`` in ``scope`` at ``now`` (drifting back to ``initial``)."""
@@ -249,11 +275,11 @@ class ProviderModel:
     def rcpt(self, session: Session, now: float, recipient: str) -> Reply:
         """RCPT TO: address syntax, recipient limit, mailbox existence, greylisting."""
         p = self.params
-        if not valid_address(recipient):
+        kind = self.mailbox(recipient)
+        if kind is None:
             return self.reply("bad_address", recipient=recipient)
         if len(session.recipients) >= p.max_recipients_per_message:
             return self.reply("too_many_recipients", limit=str(p.max_recipients_per_message))
-        kind = mailbox_kind(recipient, p.unknown_fraction, p.full_fraction)
         if kind in ("unknown", "inactive"):
             self._penalise_unknown(session, now)
             return self.reply("unknown_user" if kind == "unknown" else "inactive_user",
@@ -376,6 +402,17 @@ class ProviderModel:
         return self.pending[0][0] if self.pending else None
 
     def _scope_keys(self, ip: str, nb: str, facts: MessageFacts) -> tuple[tuple[str, str], ...]:
+        memo = (ip, nb, facts.dkim_domain, facts.spf_domain, facts.mail_from,
+                facts.link_domains)
+        found = self._keys.get(memo)
+        if found is None:
+            if len(self._keys) >= _CACHE_MAX:
+                self._keys.clear()
+            found = self._keys[memo] = self._make_scope_keys(ip, nb, facts)
+        return found
+
+    def _make_scope_keys(self, ip: str, nb: str,
+                         facts: MessageFacts) -> tuple[tuple[str, str], ...]:
         keys: list[tuple[str, str]] = [("ip", ip), ("netblock", nb)]
         if facts.dkim_domain:
             keys.append(("dkim_domain", facts.dkim_domain.lower()))
@@ -390,7 +427,8 @@ class ProviderModel:
         keys: tuple[tuple[str, str], ...],
     ) -> Iterable[Consequence]:
         p = self.params
-        kind: MailboxKind = mailbox_kind(rcpt, p.unknown_fraction, p.full_fraction)
+        kind: MailboxKind = (self.mailbox(rcpt)
+                             or mailbox_kind(rcpt, p.unknown_fraction, p.full_fraction))
         base = {
             "provider": self.name, "recipient": rcpt, "message_id": facts.message_id,
             "source_ip": session.source_ip, "mail_from": facts.mail_from,

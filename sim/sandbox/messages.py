@@ -22,6 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from email.utils import formatdate, parseaddr
+from functools import lru_cache
 
 import dkim
 
@@ -96,6 +97,13 @@ def address_of(value: str) -> str:
     return parseaddr(value)[1]
 
 
+@lru_cache(maxsize=4096)
+def _from_domain(value: str) -> str:
+    """The lower-case domain of the address in a From value ("" when it has none)."""
+    addr = address_of(value)
+    return addr.rsplit("@", 1)[1].lower() if "@" in addr else ""
+
+
 def _verify(data: bytes, keys: Mapping[str, str],
             looked_up: list[tuple[str, str | None]]) -> str | None:
     def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
@@ -156,11 +164,11 @@ def message_facts(
     lane = headers.get("x-inboxlab-lane", "").strip().lower()
     if lane not in ("transactional", "lifecycle", "prospecting"):
         lane = "lifecycle" if headers.get("list-unsubscribe") else "transactional"
-    from_addr = address_of(headers.get("from", ""))
+    from_domain = _from_domain(headers.get("from", ""))
+    scanned = body[:65536]
     links = tuple(dict.fromkeys(m.group(1).decode().lower().rstrip(".")
-                                for m in _LINK.finditer(body[:65536])))
+                                for m in _LINK.finditer(scanned))) if b"://" in scanned else ()
     spf_domain = mail_from.rsplit("@", 1)[1].lower() if "@" in mail_from else None
-    from_domain = from_addr.rsplit("@", 1)[1].lower() if "@" in from_addr else ""
     records = dmarc or {}
     # RFC 7489 §6.6.3: the From domain's record, else its organizational domain's.
     has_dmarc = bool(from_domain) and (from_domain in records

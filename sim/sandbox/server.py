@@ -6,8 +6,9 @@ protocol ``ModelSMTP`` and the handler that asks the ``ProviderModel`` for every
 The peer address of a connection is the source IP the model sees (clients bind
 127.0.0.x). Model time is ``start + elapsed_real * time_scale``.
 
-Writes, under ``HOME/sandbox/``: accepted mail as ``<provider>/<mailbox>/<n>.eml``
-(``sim.sandbox.store``: written in batches once per loop iteration), ``events.jsonl``
+Writes, under ``HOME/sandbox/``: accepted mail in ``<provider>/mail.dat`` with its index
+``<provider>/index.tsv`` (``sim.sandbox.store``: append-only, written in batches once per
+loop iteration, read back with ``MailStore``), ``events.jsonl``
 (``engine.events.Event`` rows, source "sandbox", buffered and serialised once per tick),
 ``stats.json`` and, on stop, ``events.parquet`` when ``engine.eventio`` is available. Sends
 ARF complaints and RFC 3464 DSNs by SMTP (aiosmtplib) to the configured feedback address
@@ -21,7 +22,7 @@ Lane header convention: a sender may mark a message's lane with
 per-lane complaint and engagement rates. Without it, mail carrying ``List-Unsubscribe``
 counts as lifecycle and other mail as transactional (``sim.sandbox.messages``).
 Multi-recipient transactions get one reply per RCPT; DATA is accepted for the accepted
-recipients only, stored once per recipient, with one event per recipient.
+recipients only, stored once and indexed per recipient, with one event per recipient.
 """
 
 from __future__ import annotations
@@ -165,7 +166,6 @@ class Provider:
         for nb in spec.listed:
             self.model.list_netblock(nb, float("inf"))
         self.faults = random.Random(f"{spec.faults.seed}:{spec.name}")
-        self.folder = sandbox.home / spec.name
         self.message_ids: dict[str, int] = {}
         self.stats = {"connections": 0, "accepted": 0, "deferred": 0, "bounced": 0,
                       "duplicates": 0, "faults": 0, "feedback_sent": 0, "feedback_failed": 0}
@@ -185,9 +185,9 @@ class Provider:
                 return True
         return False
 
-    def store(self, recipient: str, data: bytes) -> str:
-        """Queue one accepted message for ``recipient``'s mailbox; returns its path."""
-        return self.sandbox.store.put(self.folder, recipient, data)
+    def store(self, recipients: tuple[str, ...], data: bytes, message_id: str = "") -> None:
+        """Queue one accepted message for ``recipients``' mailboxes."""
+        self.sandbox.store.put(self.name, recipients, data, message_id)
 
     def log_reply(self, reply: Reply, *, source_ip: str, stage: str, recipient: str | None = None,
                   message_id: str | None = None, reason: str | None = None) -> None:
@@ -363,8 +363,7 @@ class _Handler:
                 p.message_ids[facts.message_id] = seen + 1
                 if seen:
                     p.stats["duplicates"] += 1
-            for rcpt in recipients:
-                p.store(rcpt, data)
+            p.store(recipients, data, facts.message_id)
             if outcome.consequences:  # keep the headers a report quotes, not the file
                 head = split_message(data)[0]
                 for c in outcome.consequences:
@@ -386,7 +385,7 @@ class Sandbox:
         self.clock = Clock(config.time_scale)
         self.run_id = run_id or f"sandbox-{int(time.time())}"
         self.events = EventLog(self.home / "events.jsonl", self.run_id)
-        self.store = MailStore()
+        self.store = MailStore(self.home)
         self.providers = {spec.name: Provider(spec, self) for spec in config.providers}
         self.addresses: dict[str, tuple[str, int]] = {}
         self.pending_originals: dict[tuple[str, str, str], bytes] = {}

@@ -146,11 +146,12 @@ def test_runner_through_gmail_model(gmail: Any, tmp_path: Path) -> None:
     # the server refused some sessions with 421; the engine deferred the rest of each such
     # session's batch with the same reply, as an MTA does
     assert 1 <= stats["deferred"] <= len(throttled)
-    stored = sorted((home / "gmail").glob("*/*.eml"))
+    store = gmail.sandbox.store
+    assert store.count("gmail") == N
+    stored = [data for box in store.mailboxes("gmail") for data in store.messages("gmail", box)]
     assert len(stored) == N
     records = _dkim_records()
-    for path in stored[:10]:
-        data = path.read_bytes()
+    for data in stored[:10]:
         assert b"\r\nX-Inboxlab-Lane: transactional\r\n" in data
         assert data.lower().count(b"dkim-signature:") == 2
         assert dkim_domain(data, records) == "mail.acme.example"

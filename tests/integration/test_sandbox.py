@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import InputError
+from engine.errors import InputError, QueryError
 from engine.feedback import ArfReport, DsnReport, parse
 from sim.sandbox.config import load_config
 from sim.sandbox.server import SandboxThread
+from sim.sandbox.store import MailStore
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +128,9 @@ def test_unsigned_mail_to_gmail_is_5726_and_dkim_signed_mail_is_accepted(sandbox
     forged = signature + raw.replace(b"Hello 1", b"Hello 2")
     assert transact(s, "b@news.example.com", "bob@gmail.com", forged)[0] == 550
     s.quit()
-    stored = list((box.sandbox.home / "gmail" / "bob@gmail.com").glob("*.eml"))
-    assert len(stored) == 1 and b"DKIM-Signature" in stored[0].read_bytes()
+    stored = box.sandbox.store.messages("gmail", "bob@gmail.com")
+    assert len(stored) == 1 and b"DKIM-Signature" in stored[0]
+    assert stored[0] == signature + raw
 
 
 def test_young_ip_meets_its_daily_cap(sandbox_factory) -> None:
@@ -224,9 +226,13 @@ def test_multi_recipient_transaction_gets_per_recipient_replies(sandbox_factory,
     s.quit()
     box.stop()
     home = tmp_path / "sb" / "sandbox"
-    assert len(list((home / "gmail" / "ann@gmail.com").glob("*.eml"))) == 1
-    assert len(list((home / "gmail" / "bob@gmail.com").glob("*.eml"))) == 1
-    assert not (home / "gmail" / "unknown-5@gmail.com").exists()
+    store = MailStore(home)  # read back from disk, as another process would
+    assert store.count("gmail", "ann@gmail.com") == 1
+    assert store.count("gmail", "bob@gmail.com") == 1
+    assert store.messages("gmail", "ann@gmail.com") == store.messages("gmail", "bob@gmail.com")
+    assert b"Subject: Hello 5" in store.get("gmail", "Ann@Gmail.com", 0)
+    assert store.mailboxes("gmail") == {"ann@gmail.com": 1, "bob@gmail.com": 1}
+    assert store.count("gmail", "unknown-5@gmail.com") == 0
     rows = [json.loads(x) for x in (home / "events.jsonl").read_text().splitlines()]
     got = sorted((r["event"], r["recipient"], r["smtp_code"], json.loads(r["detail"])["stage"])
                  for r in rows)
@@ -344,7 +350,11 @@ def test_events_and_store_are_written(sandbox_factory, tmp_path: Path) -> None:
     assert ("delivered", "a@example.net", 250, "127.0.0.2") in kinds
     assert ("bounced", "unknown-2@example.net", 550, "127.0.0.2") in kinds
     assert all(r["source"] == "sandbox" and r["provider"] == "generic" for r in rows)
-    assert len(list((home / "generic" / "a@example.net").glob("*.eml"))) == 2
+    store = MailStore(home)
+    assert store.count("generic", "a@example.net") == 2
+    assert store.messages("generic", "a@example.net") == [raw, raw]
+    msgid = raw.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
+    assert [e.message_id for e in store.index("generic", "a@example.net")] == [msgid] * 2
     stats = json.loads((home / "stats.json").read_text())
     assert stats["generic"]["duplicates"] == 1 and stats["generic"]["accepted"] == 2
 
@@ -407,20 +417,47 @@ def test_dkim_cache_misses_when_the_key_record_changes() -> None:
     assert messages.dkim_domain(raw, {name: record}) is None  # unsigned
 
 
-def test_store_numbers_on_from_files_already_there(tmp_path: Path) -> None:
-    from sim.sandbox.store import MailStore
-
-    first = MailStore()
-    paths = [first.put(tmp_path, "Ann@Example.net", f"m{i}".encode()) for i in range(3)]
+def test_store_appends_across_restarts_and_reads_back(tmp_path: Path) -> None:
+    first = MailStore(tmp_path)
+    for i in range(3):
+        first.put("gmail", ("Ann@Example.net",), f"m{i}".encode(), f"<{i}@x>")
+    first.put("gmail", ("a/b@example.net", "ann@example.net"), b"shared", "<s@x>")
     first.close()
-    again = MailStore()  # a restarted sandbox continues the numbering
-    paths.append(again.put(tmp_path, "ann@example.net", b"m3"))
-    paths.append(again.put(tmp_path, "a/b@example.net", b"x"))
+    again = MailStore(tmp_path)  # a restarted sandbox appends after what is there
+    again.put("gmail", ("ann@example.net",), b"m3", "<3\t\r\n@x>")
+    again.put("yahoo", ("ann@example.net",), b"elsewhere")
     again.close()
-    folder = tmp_path / "ann@example.net"
-    assert sorted(p.name for p in folder.glob("*.eml")) == ["1.eml", "2.eml", "3.eml", "4.eml"]
-    assert [Path(p).read_bytes() for p in paths[:4]] == [b"m0", b"m1", b"m2", b"m3"]
-    assert (tmp_path / "a_b@example.net" / "1.eml").read_bytes() == b"x"
+    store = MailStore(tmp_path)
+    assert store.messages("gmail", "ANN@example.net") == [b"m0", b"m1", b"m2", b"shared", b"m3"]
+    assert store.messages("gmail", "a/b@example.net") == [b"shared"]
+    assert store.mailboxes("gmail") == {"ann@example.net": 5, "a_b@example.net": 1}
+    assert store.count("gmail") == 6 and store.count("yahoo", "ann@example.net") == 1
+    assert store.get("gmail", "ann@example.net", -1) == b"m3"
+    assert store.index("gmail", "ann@example.net")[-1].message_id == "<3   @x>"
+    assert store.providers() == ["gmail", "yahoo"]
+    assert (tmp_path / "gmail" / "mail.dat").read_bytes() == b"m0m1m2sharedm3"  # shared once
+    with pytest.raises(QueryError, match="no message 5"):
+        store.get("gmail", "ann@example.net", 5)
+    assert store.count("outlook", "ann@example.net") == 0
+    assert store.export_eml("gmail", tmp_path / "out") == 6
+    assert (tmp_path / "out" / "ann@example.net" / "4.eml").read_bytes() == b"shared"
+    assert (tmp_path / "out" / "a_b@example.net" / "1.eml").read_bytes() == b"shared"
+
+
+def test_store_ignores_a_torn_last_index_line_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    store = MailStore(tmp_path)
+    store.put("gmail", ("a@example.net",), b"one")
+    store.close()
+    index = tmp_path / "gmail" / "index.tsv"
+    with index.open("ab") as fh:
+        fh.write(b"a@example.net\t3\t")  # a writer caught mid-append
+    assert store.messages("gmail", "a@example.net") == [b"one"]
+    index.write_bytes(b"a@example.net\tx\t3\t\n")
+    with pytest.raises(QueryError, match="line 1: not a mail index entry"):
+        store.count("gmail")
+    index.write_bytes(b"a@example.net\t0\t99\t\n")
+    with pytest.raises(QueryError, match="cut short"):
+        store.messages("gmail", "a@example.net")
 
 
 def test_event_rows_are_valid_events(sandbox_factory, tmp_path: Path) -> None:
@@ -434,8 +471,10 @@ def test_event_rows_are_valid_events(sandbox_factory, tmp_path: Path) -> None:
         assert transact(s, "b@news.example.com", f"a{i}@example.net", message(i, "x"))[0] == 250
     assert transact(s, "b@news.example.com", "unknown-9@example.net", message(9, "x"))[0] == 550
     s.quit()
-    # the stored files exist as soon as the client has its reply to the next command
-    assert len(list((tmp_path / "sb" / "sandbox" / "generic").glob("*/*.eml"))) == 3
+    # the stored mail is on disk as soon as the client has its reply to the next command
+    on_disk = MailStore(tmp_path / "sb" / "sandbox")
+    assert on_disk.count("generic") == 3
+    assert on_disk.mailboxes("generic") == {f"a{i}@example.net": 1 for i in range(3)}
     box.stop()
     lines = (tmp_path / "sb" / "sandbox" / "events.jsonl").read_text().splitlines()
     rows = [json.loads(x) for x in lines]
