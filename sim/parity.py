@@ -13,9 +13,14 @@ their comparison. It drives everyone else through public APIs only and edits non
   (aiosmtpd servers in front of the same models) on loopback in compressed real time; the
   runner, spool and sandbox all read ONE clock (the sandbox's ``Clock``).
 
-Both runs wrap their scheduler in ``Recorder``, which logs every verb call with its ``now``
-and what it returned. ``replay`` feeds a log into a fresh ``Scheduler`` and returns the
-first mismatch: None proves the driver ran the pure core with no hidden state.
+Both runs wrap their scheduler in ``Recorder``, which logs every call of a verb that can
+change the core's state (``RECORDED``: single and batch verbs, feedback, ``connection_plan``)
+with its arguments, ``now`` and what it returned or raised; it passes only known read-only
+attributes through (``PASS_THROUGH``) and refuses anything else, ``rng`` included, so a verb
+the core gains later cannot bypass the log. ``replay`` feeds a log into a fresh ``Scheduler``
+and returns the first mismatch, then checks the fresh core's rng ended in the live core's
+state: None proves the driver ran the pure core with no hidden input. (The live log once
+failed to replay because the runner's ``record_batch`` went through unlogged.)
 
 Tolerances (``TOLERANCES``; why each is what it is):
 - decisions on replay: exact (same inputs, same seeded rng -> same outputs, by contract);
@@ -41,19 +46,22 @@ import random
 import time
 import tomllib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from engine.errors import ConfigError, InputError
+from engine.errors import ConfigError, InputError, StateError
+from engine.policy.bucket import ConnectionPlan
 from engine.policy.scheduler import (
+    BatchRecord,
     Decision,
     Delivered,
     Dispatch,
     Result,
     Retry,
     Scheduler,
+    Signal,
     Suppress,
 )
 
@@ -198,67 +206,162 @@ def build_scheduler(config: Any, seed: int) -> tuple[Scheduler, str]:
 
 
 # -- recording ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """What a verb call raised instead of returning (type name and message): a raising
+    ``record`` has already advanced the core's clock, so it is an input like any other."""
+
+    kind: str
+    message: str
+
+
+# Verbs that change the core's state (``connection_plan`` creates a provider's paths and
+# buckets on first use) or whose answer is checked on replay (``next_wakeup``). Every one is
+# logged with its arguments, ``now`` and what it returned or raised.
+RECORDED: Final = ("submit", "submit_many", "due", "record", "record_batch", "feedback",
+                   "tick", "next_wakeup", "connection_plan")
+# Read-only attributes a driver may use through the recorder. Anything else (``rng``
+# included: a draw outside the verbs is hidden input) raises AttributeError.
+PASS_THROUGH: Final = frozenset({"params", "classify", "salt", "state_of", "factor",
+                                 "breaker_state"})
+_TIMELESS: Final = frozenset({"next_wakeup", "connection_plan"})  # no ``now`` argument
+
+
 @dataclass(slots=True)
 class Call:
-    """One verb call on the scheduler: its name, ``now``, arguments and what it returned."""
+    """One verb call on the scheduler: its name, ``now`` (nan for the verbs without one),
+    keyword arguments and what it returned (a ``Raised`` when it raised)."""
 
     verb: str
     now: float
     args: dict[str, Any]
     out: Any
 
+    def results(self) -> list[tuple[int, str, int | None, str]]:
+        """(id, provider, code, text) of each attempt outcome this call reported."""
+        if self.verb == "record":
+            r = self.args["result"]
+            return [(r.id, r.provider, r.code, r.text)]
+        if self.verb == "record_batch":
+            a = self.args
+            return [(i, a["provider"], c, t)
+                    for i, c, t in zip(a["ids"], a["codes"], a["texts"], strict=True)]
+        return []
+
+    def decisions(self) -> list[Decision]:
+        """The decisions this call returned, in order (none for a call that raised)."""
+        if isinstance(self.out, Raised):
+            return []
+        if self.verb in ("record", "tick", "feedback"):
+            return list(self.out)
+        if self.verb == "record_batch":
+            return list(self.out.ordered())
+        return []
+
+
+def _snapshot(out: Any) -> Any:
+    """A copy of a mutable verb answer (the driver may keep and change its own)."""
+    if isinstance(out, BatchRecord):
+        return BatchRecord(at=out.at, delivered=list(out.delivered),
+                           delivered_codes=list(out.delivered_codes),
+                           decisions=list(out.decisions), marks=list(out.marks))
+    if isinstance(out, list):
+        return list(out)
+    return out
+
+
+def _call(target: Scheduler, verb: str, now: float, args: dict[str, Any]) -> Any:
+    """Call ``verb`` on ``target`` with ``args`` (+ ``now``); an exception becomes ``Raised``."""
+    kw = args if verb in _TIMELESS else {**args, "now": now}
+    try:
+        return _snapshot(getattr(target, verb)(**kw))
+    except Exception as exc:  # any exception is part of the record
+        return Raised(type(exc).__name__, str(exc))
+
 
 class Recorder:
-    """Wraps a ``Scheduler``: every verb call is logged; anything else passes through."""
+    """Wraps a ``Scheduler``: every call of a ``RECORDED`` verb is logged (and re-raised if
+    it raised); the ``PASS_THROUGH`` reads go to the scheduler; anything else is refused, so
+    a verb added to the core later cannot bypass the log unnoticed."""
 
     def __init__(self, inner: Scheduler) -> None:
         self._inner = inner
         self.log: list[Call] = []
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        if name in PASS_THROUGH:
+            return getattr(self._inner, name)
+        raise AttributeError(f"Recorder: Scheduler.{name} is not recorded; add it to "
+                             "sim.parity.RECORDED (it may change state) or PASS_THROUGH")
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def rng_state(self) -> Any:
+        """The wrapped core's rng state (replay checks a fresh core ends in the same one)."""
+        return self._inner.rng.getstate()  # type: ignore[attr-defined]
+
+    def _log(self, verb: str, now: float, args: dict[str, Any]) -> Any:
+        kw = args if verb in _TIMELESS else {**args, "now": now}
+        try:
+            out = _snapshot(getattr(self._inner, verb)(**kw))
+        except Exception as exc:
+            self.log.append(Call(verb, now, args, Raised(type(exc).__name__, str(exc))))
+            raise
+        self.log.append(Call(verb, now, args, out))
+        return out
 
     def submit(self, msg_id: int, *, now: float, **kw: Any) -> None:
-        self._inner.submit(msg_id, now=now, **kw)
-        self.log.append(Call("submit", now, {"msg_id": msg_id, **kw}, None))
+        self._log("submit", now, {"msg_id": int(msg_id), **kw})
+
+    def submit_many(self, ids: Sequence[int], *, now: float, **kw: Any) -> int:
+        return int(self._log("submit_many", now, {"ids": tuple(int(i) for i in ids), **kw}))
 
     def due(self, now: float) -> list[Dispatch]:
-        out = self._inner.due(now)
-        self.log.append(Call("due", now, {}, out))
-        return out
+        return list(self._log("due", now, {}))
 
     def tick(self, now: float) -> list[Decision]:
-        out = self._inner.tick(now)
-        self.log.append(Call("tick", now, {}, out))
-        return out
+        return list(self._log("tick", now, {}))
 
     def next_wakeup(self) -> float | None:
-        out = self._inner.next_wakeup()
-        self.log.append(Call("next_wakeup", math.nan, {}, out))
+        out: float | None = self._log("next_wakeup", math.nan, {})
         return out
 
     def record(self, result: Result, now: float) -> list[Decision]:
-        out = self._inner.record(result, now)
-        self.log.append(Call("record", now, {"result": result}, out))
+        return list(self._log("record", now, {"result": result}))
+
+    def record_batch(self, ids: Sequence[int], codes: Sequence[int | None],
+                     texts: Sequence[str], *, pool: str, source_ip: str, provider: str,
+                     now: float) -> BatchRecord:
+        out: BatchRecord = self._log("record_batch", now, {
+            "ids": tuple(int(i) for i in ids),
+            "codes": tuple(None if c is None else int(c) for c in codes),
+            "texts": tuple(str(t) for t in texts),
+            "pool": pool, "source_ip": source_ip, "provider": provider})
+        return _snapshot(out)  # type: ignore[no-any-return]
+
+    def feedback(self, signal: Signal, now: float) -> list[Decision]:
+        return list(self._log("feedback", now, {"signal": signal}))
+
+    def connection_plan(self, pool: str, source_ip: str, provider: str) -> ConnectionPlan:
+        out: ConnectionPlan = self._log("connection_plan", math.nan, {
+            "pool": pool, "source_ip": source_ip, "provider": provider})
         return out
 
 
-def replay(log: list[Call], fresh: Scheduler) -> str | None:
-    """Feed ``log`` into ``fresh``; None when every output is identical, else the first
-    mismatch described in one line."""
+def replay(log: list[Call], fresh: Scheduler, *, rng_state: Any = None) -> str | None:
+    """Feed ``log`` into ``fresh``; None when every output (and exception) is identical and,
+    given ``rng_state``, the fresh core's rng ends in that state; else the first mismatch
+    described in one line."""
     for k, c in enumerate(log):
-        if c.verb == "submit":
-            args = dict(c.args)
-            fresh.submit(args.pop("msg_id"), now=c.now, **args)
-            continue
-        if c.verb == "record":
-            got: Any = fresh.record(c.args["result"], c.now)
-        elif c.verb == "next_wakeup":
-            got = fresh.next_wakeup()
-        else:
-            got = getattr(fresh, c.verb)(c.now)
+        if c.verb not in RECORDED:
+            return f"call {k}: unknown verb {c.verb!r}"
+        got = _call(fresh, c.verb, c.now, c.args)
         if got != c.out:
             return f"call {k} {c.verb}(now={c.now:.3f}): recorded {c.out!r:.200} != {got!r:.200}"
+    if rng_state is not None and fresh.rng.getstate() != rng_state:  # type: ignore[attr-defined]
+        return (f"after {len(log)} calls: the rng was drawn outside the recorded calls "
+                "(its state differs from the fresh core's)")
     return None
 
 
@@ -274,6 +377,7 @@ class RunLog:
     arrivals: tuple[Arrival, ...]
     wall_s: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
+    rng_state: Any = None                   # the core's rng state at the end of the run
 
     def service_s(self) -> float:
         """Median model seconds one message takes on a connection (per dispatch: the span
@@ -291,10 +395,11 @@ class RunLog:
                     start.append(c.now)
                     last.append(c.now)
                     per.append(max(1, min(d.n, d.messages_per_connection)))
-            elif c.verb == "record":
-                k = owner.get(c.args["result"].id)
-                if k is not None:
-                    last[k] = max(last[k], c.now)
+            else:
+                for i, *_ in c.results():
+                    k = owner.get(i)
+                    if k is not None:
+                        last[k] = max(last[k], c.now)
         spans = sorted((b - a) / n for a, b, n in zip(start, last, per, strict=True))
         return spans[len(spans) // 2] if spans else 0.0
 
@@ -315,12 +420,13 @@ class RunLog:
                         if i not in first:
                             first[i] = c.now
                             order[(d.lane, d.provider, TENANT)].append(self.ids[i])
-            decisions = c.out if c.verb in ("record", "tick") else []
-            if c.verb == "record":
-                attempts[c.args["result"].provider] += 1
-            for dec in decisions:
-                if isinstance(dec, Retry) and c.verb == "record":
-                    deferred[c.args["result"].provider] += 1
+            results = c.results()
+            provider = results[0][1] if results else ""
+            if results:
+                attempts[provider] += len(results)
+            for dec in c.decisions():
+                if isinstance(dec, Retry) and results:
+                    deferred[provider] += 1
                 elif isinstance(dec, Delivered):
                     ends["delivered"] += 1
                     a = arr[self.ids[dec.id]]
@@ -334,7 +440,13 @@ class RunLog:
         return {
             "ends": dict(ends), "attempts": dict(attempts),
             "deferral_rate": {p: deferred[p] / attempts[p] for p in sorted(attempts)},
-            "tta": sorted(tta), "dta": sorted(dta), "order": {k: v for k, v in sorted(order.items())},
+            "tta": sorted(tta), "dta": sorted(dta),
+            "order": {k: v for k, v in sorted(order.items())},
+            "submitted": sum(1 if c.verb == "submit" else len(c.args["ids"]) for c in self.log
+                             if c.verb in ("submit", "submit_many")
+                             and not isinstance(c.out, Raised)),
+            "with_result": len({i for c in self.log for i, *_ in c.results()}),
+            "raised": sum(isinstance(c.out, Raised) for c in self.log),
         }
 
 
@@ -457,7 +569,8 @@ def run_sim(sc: Scenario, *, t0: float | None = None) -> RunLog:
     env.process(arrivals())
     env.process(loop())
     env.run(until=sc.horizon_s + 1)
-    return RunLog("sim", t0, sched.log, ids, sc.arrivals, time.perf_counter() - wall)
+    return RunLog("sim", t0, sched.log, ids, sc.arrivals, time.perf_counter() - wall,
+                  rng_state=sched.rng_state())
 
 
 def _text(r: Any) -> str:
@@ -516,6 +629,13 @@ def run_live(sc: Scenario, *, time_scale: float, home: Path,
                 await asyncio.sleep(0.05)
             stop.set()
             await task
+            # a runner that rebuilt its groups mid-run (e.g. a rollout re-layout) would have
+            # dropped the recorder: the log would be incomplete, so say so rather than compare
+            held = [g.scheduler for g in (*runner.groups.values(),
+                                          *getattr(runner, "retired", ()))]
+            if held != [rec]:
+                raise StateError("parity: the runner replaced or added schedulers during the "
+                                 "run; the recorded log does not cover them")
             return rec
 
         rec = asyncio.run(main())
@@ -527,7 +647,7 @@ def run_live(sc: Scenario, *, time_scale: float, home: Path,
     finally:
         box.stop()
     return RunLog("live", t0, rec.log, ids, sc.arrivals, time.perf_counter() - wall,
-                  {"time_scale": time_scale})
+                  {"time_scale": time_scale}, rec.rng_state())
 
 
 # -- comparison -------------------------------------------------------------------------------
@@ -538,8 +658,8 @@ def compare(sim: RunLog, live: RunLog, fresh: Callable[[], Scheduler]) -> dict[s
     so, lo = sim.outcomes(), live.outcomes()
     n = len(sim.arrivals)
     checks: dict[str, tuple[bool, str]] = {}
-    checks["replay_live"] = _ok(replay(live.log, fresh()))
-    checks["replay_sim"] = _ok(replay(sim.log, fresh()))
+    checks["replay_live"] = _ok(replay(live.log, fresh(), rng_state=live.rng_state))
+    checks["replay_sim"] = _ok(replay(sim.log, fresh(), rng_state=sim.rng_state))
     same = sum(1 for k in so["order"] if so["order"][k] == lo["order"].get(k))
     checks["dispatch_order"] = (same == len(so["order"]) == len(lo["order"]),
                                 f"{same}/{len(so['order'])} queues in identical first-attempt "
@@ -568,7 +688,8 @@ def compare(sim: RunLog, live: RunLog, fresh: Callable[[], Scheduler]) -> dict[s
     return {"checks": checks, "sim": so, "live": lo,
             "ok": all(ok for ok, _ in checks.values()),
             "wall": {"sim": sim.wall_s, "live": live.wall_s},
-            "rtt_s": sim.notes.get("rtt_s", 0.0)}
+            "rtt_s": sim.notes.get("rtt_s", 0.0),
+            "live_service_s": sim.notes.get("live_service_s", math.nan)}
 
 
 def _ok(mismatch: str | None) -> tuple[bool, str]:
@@ -579,7 +700,8 @@ def format_report(name: str, rep: dict[str, Any]) -> str:
     """The comparison as a few aligned lines."""
     lines = [f"parity {name}: {'OK' if rep['ok'] else 'MISMATCH'} "
              f"(sim {rep['wall']['sim']:.1f} s, live {rep['wall']['live']:.1f} s wall; "
-             f"sim rtt {rep['rtt_s']:.2f} model s from the live run)"]
+             f"sim rtt {rep['rtt_s']:.2f} model s; live {rep['live_service_s']:.1f} model s per "
+             "message incl. session queueing)"]
     for key, (ok, text) in rep["checks"].items():
         lines.append(f"  {'ok ' if ok else 'BAD'} {key:<28} {text}")
     return "\n".join(lines)
@@ -592,10 +714,14 @@ def run_both(sc: Scenario, *, time_scale: float, home: Path) -> dict[str, Any]:
     if not math.isfinite(time_scale) or time_scale <= 0:
         raise InputError(f"--time-scale must be > 0, got {time_scale}")
     live = run_live(sc, time_scale=time_scale, home=home)
-    # the sim gets the live run's measured per-message SMTP time (4 round trips + DATA),
-    # the one thing the virtual-time driver cannot know by itself
-    rtt = max(sc.rtt_s, live.service_s() / 5.0)
-    sim = run_sim(replace(sc, rtt_s=rtt), t0=live.t0)
+    # The sim keeps the scenario's rtt_s. It once took the live run's per-message time
+    # (``service_s() / 5``), but the runner now books a session's outcomes together
+    # (``record_batch`` at the session's end, behind the per-IP connection semaphore), so
+    # that span is session + queueing time (~30 model s at scale 200): a sim that slow
+    # missed the horizon and reordered a queue. The figure is still reported.
+    rtt = sc.rtt_s
+    sim = run_sim(sc, t0=live.t0)
     sim.notes["rtt_s"] = rtt
+    sim.notes["live_service_s"] = live.service_s()
     config = load_config(sc.lab, env={})
     return compare(sim, live, lambda: build_scheduler(config, sc.seed)[0])
