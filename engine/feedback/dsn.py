@@ -21,6 +21,8 @@ from engine.feedback.fields import (
 )
 from engine.feedback.types import ACTIONS, DsnRecipient
 
+_FULL_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+
 _MESSAGE_FIELDS = frozenset(
     {
         "reporting-mta",
@@ -133,9 +135,15 @@ def recipients_from(blocks: list[dict[str, str]]) -> list[DsnRecipient]:
         diag_raw = b.get("diagnostic-code")
         diagnostic = squeeze(strip_type(diag_raw)) if diag_raw else None
         status = normalise_status(b["status"]) if b.get("status") else None
-        if not status or not status[:1].isdigit():
+        if not status or not _FULL_STATUS.fullmatch(status):
+            # absent, odd or cut short ("5"): the diagnostic's code, else the class alone
             derived = find_status(diagnostic) if diagnostic else None
-            status = derived or status
+            if derived:
+                status = derived
+            elif status and status[:1] in "245":
+                status = f"{status[:1]}.0.0"
+            else:
+                status = None
         action = normalise_action(b.get("action"), status)
         if not status:
             status = {"failed": "5.0.0", "delayed": "4.0.0"}.get(action, "2.0.0")

@@ -222,3 +222,22 @@ def test_find_status_prefers_pairs_and_ignores_ip_addresses() -> None:
 )
 def test_clean_address(value: str, want: str) -> None:
     assert clean_address(value) == want
+
+
+def test_a_status_cut_short_falls_back_to_the_diagnostic_or_its_class() -> None:
+    # found by hypothesis: a newline inside "5.1.1" left the status "5"
+    from engine.feedback import parse as parse_message
+
+    def dsn(status: str, diag: str) -> bytes:
+        return (
+            "From: MAILER-DAEMON@mx.example\nTo: b@sender.example\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+            "--b\nContent-Type: text/plain\n\nfailed\n\n--b\n"
+            "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+            f"Final-Recipient: rfc822; a@example.com\nAction: failed\nStatus: {status}\n"
+            f"{diag}\n--b--\n").encode()
+
+    with_diag = parse_message(dsn("5\n .1.1", "Diagnostic-Code: smtp; 550 5.1.1 no such user"))
+    assert with_diag.recipients[0].status == "5.1.1"
+    bare = parse_message(dsn("4", ""))
+    assert bare.recipients[0].status == "4.0.0" and bare.recipients[0].permanent
