@@ -7,7 +7,9 @@ process that sleeps until the next arrival slice, ``scheduler.next_wakeup()`` or
 model consequence, then: forwards feedback, calls ``tick``, takes ``due`` dispatches,
 plays each through the provider model's batch entry point (``deliver_batch``: one call per
 dispatch, compact reply arrays) and books the replies with ``Scheduler.record_batch``;
-arrivals go in with ``Scheduler.submit_many`` (one call per stream x provider per slice). Incidents are a few more processes (``sim.incidents``).
+arrivals go in with ``Scheduler.submit_many`` (one call per stream x provider per slice);
+time-driven decisions come from ``tick_batched`` (runs of expiries as one ``ExpireBatch``,
+tallied with numpy). Incidents are a few more processes (``sim.incidents``).
 Events are kept column-wise and become a polars frame at the end.
 
 Randomness: ``SeedSequence(seed).spawn(6)`` -> audience, traffic, providers, scheduler,
@@ -18,6 +20,7 @@ Must not touch anything under ``engine/`` or ``sim/providers`` beyond their publ
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +48,7 @@ from engine.policy import (
 )
 from engine.policy.classify import Classifier
 from engine.policy.params import PolicyParams
-from engine.policy.scheduler import BatchRecord
+from engine.policy.scheduler import BatchRecord, ExpireBatch, tick_batched
 from engine.profiles import load_profiles
 from sim.audience import AudienceTable, build
 from sim.blocklist import Blocklist
@@ -175,6 +178,8 @@ class World:
         self.m_rcpt: list[int] = []
         self.m_enq: list[float] = []
         self.m_prov: list[str] = []
+        self.m_provk = array("h")  # provider index per message (into ``prov_names``)
+        self.prov_names = [*self.audience.providers, "generic"]
         self.m_pool: dict[int, str] = {}
         self.m_addr: dict[int, str] = {}
         self.tta: dict[str, list[float]] = {}
@@ -187,6 +192,7 @@ class World:
         self.wakeups = 0
         self._fed = False
         self._facts: dict[tuple[str, str | None, str], MessageFacts] = {}
+        self._warm_pool: dict[str, bool] = {}  # pool -> on a warmup plan
 
     # -- setup ---------------------------------------------------------------------------
     def _age_ips(self) -> None:
@@ -267,6 +273,7 @@ class World:
             self.m_rcpt.extend(batch.recipients.tolist())
             self.m_enq.extend([at_abs] * n)
             self.m_prov.extend([names[k] for k in prov_idx.tolist()])
+            self.m_provk.frombytes(prov_idx.astype(np.int16).tobytes())
             lane, tenant, dom = s.lane, s.tenant, s.sending_domain
             for k, c in zip(*np.unique(prov_idx, return_counts=True), strict=True):
                 prov = names[int(k)]
@@ -281,91 +288,122 @@ class World:
 
     def _drain(self, now: float) -> None:
         """Model consequences and blocklist listings up to ``now`` (no scheduler polling)."""
+        quiet = not self.events.enabled
         for m in self.models.values():
-            if m.next_due() is not None:
-                for c in m.due(now):
+            if m.next_due() is None:
+                continue
+            fired = m.due(now)
+            if not quiet:
+                for c in fired:
                     self._consequence(c, now)
+                continue
+            # without events an engagement is only a count: total them per provider
+            engaged: dict[str, int] = {}
+            for c in fired:
+                if c.kind == "engagement":
+                    engaged[c.provider] = engaged.get(c.provider, 0) + 1
+                else:
+                    self._consequence(c, now)
+            for prov, n in engaged.items():
+                self._count(prov, "engagements", n)
+                self.events.n += n
         self._check_listings(now)
 
     def _pump(self, now: float) -> None:
         sched = self.scheduler
         for sig in self.feedback.due(now):
             self._decisions(sched.feedback(sig, now), now)
-        self._decisions(sched.tick(now), now)
+        self._decisions(tick_batched(sched, now), now)
         for d in sched.due(now):
             self._deliver(d, now)
-        self._decisions(sched.tick(now), now)
+        self._decisions(tick_batched(sched, now), now)
 
     # -- delivery ------------------------------------------------------------------------
     def _deliver(self, d: Any, now: float) -> None:
         """One dispatch: the model answers it in one batch, the scheduler books it in one
-        batch; delivered messages are counted (and their events added) as columns."""
+        batch; delivered messages are counted (and their events added) as columns.
+        Everything that depends only on the dispatch's kind (message facts, whether the
+        pool warms) is cached, so the per-dispatch glue is a few list operations."""
         sched = self.scheduler
-        model = self.models[d.provider]
-        dom = self.lab.domains[d.sending_domain]
-        mail_from = f"bounce@{dom.return_path or d.sending_domain}"
-        dkim = None if d.sending_domain in self.incident_state.dkim_broken else d.sending_domain
+        provider = d.provider
         ids = list(d.ids)
-        self.m_pool.update(dict.fromkeys(ids, d.pool))
-        if d.provider in self.incident_state.dns_down:
+        pool = d.pool
+        self.m_pool.update(dict.fromkeys(ids, pool))
+        if provider in self.incident_state.dns_down:
             text = "DNS lookup failed"
-            rec = sched.record_batch(ids, [None] * len(ids), [text] * len(ids), pool=d.pool,
-                                     source_ip=d.source_ip, provider=d.provider, now=now)
+            rec = sched.record_batch(ids, [None] * len(ids), [text] * len(ids), pool=pool,
+                                     source_ip=d.source_ip, provider=provider, now=now)
             self._booked(d, rec, now, {}, None)
             return
         address = self.audience.address
         m_rcpt = self.m_rcpt
         rcpts = [address(m_rcpt[mid], now) for mid in ids]
-        if self.events.enabled:
+        events = self.events.enabled
+        if events:
             self.m_addr.update(zip(ids, rcpts, strict=True))
-        fkey = (d.sending_domain, dkim, d.lane)
+        dom_name = d.sending_domain
+        dkim = None if dom_name in self.incident_state.dkim_broken else dom_name
+        fkey = (dom_name, dkim, d.lane)
         facts = self._facts.get(fkey)
         if facts is None:
+            dom = self.lab.domains[dom_name]
             facts = self._facts[fkey] = MessageFacts(
-                mail_from=mail_from, recipients=(), dkim_domain=dkim,
-                spf_domain=dom.return_path, spf_pass=True, from_domain=d.sending_domain,
-                lane=d.lane)
-        br = model.deliver_batch(now, d.source_ip, facts, rcpts, [str(i) for i in ids],
-                                 per_connection=max(1, d.messages_per_connection),
-                                 rng=self.model_rngs[d.provider])
-        codes = np.asarray(br.codes)
-        tid_l = np.asarray(br.text_ids).tolist()
+                mail_from=f"bounce@{dom.return_path or dom_name}", recipients=(),
+                dkim_domain=dkim, spf_domain=dom.return_path, spf_pass=True,
+                from_domain=dom_name, lane=d.lane)
+        br = self.models[provider].deliver_batch(
+            now, d.source_ip, facts, rcpts, [str(i) for i in ids],
+            per_connection=max(1, d.messages_per_connection), rng=self.model_rngs[provider])
         lines = br.lines
+        codes_l: list[int] = br.codes.tolist()  # type: ignore[attr-defined]
         if len(lines) == 1:
-            per_text = {0: len(tid_l)}
+            texts = [lines[0]] * len(ids)
+            if int(lines[0][:3]) >= 400:
+                self._tally_code(provider, lines[0], br.enhanced[0], len(ids))
         else:
-            per_text = {}
+            tid_l: list[int] = br.text_ids.tolist()  # type: ignore[attr-defined]
+            texts = [lines[t] for t in tid_l]
+            per_text: dict[int, int] = {}
             for t in tid_l:
                 per_text[t] = per_text.get(t, 0) + 1
-        for t, c in sorted(per_text.items()):
-            basic = int(lines[t][:3])
-            if basic >= 400:
-                key = f"{d.provider} {basic} {br.enhanced[t]}".strip()
-                self.codes[key] = self.codes.get(key, 0) + c
-        texts = [lines[t] for t in tid_l]
-        rec = sched.record_batch(ids, codes.tolist(), texts, pool=d.pool,
-                                 source_ip=d.source_ip, provider=d.provider, now=now)
+            for t, c in sorted(per_text.items()):
+                if int(lines[t][:3]) >= 400:
+                    self._tally_code(provider, lines[t], br.enhanced[t], c)
+        rec = sched.record_batch(ids, codes_l, texts, pool=pool, source_ip=d.source_ip,
+                                 provider=provider, now=now)
         pos = dict(zip(ids, range(len(ids)), strict=True)) \
-            if self.events.enabled or rec.decisions else {}
-        self._booked(d, rec, now, pos, (codes, texts))
+            if events or rec.decisions else {}
+        self._booked(d, rec, now, pos, (codes_l, texts))
+
+    def _tally_code(self, provider: str, line: str, enhanced: str, n: int) -> None:
+        """Count ``n`` replies >= 400 under "<provider> <code> <enhanced>"."""
+        key = f"{provider} {line[:3]} {enhanced}".strip()
+        self.codes[key] = self.codes.get(key, 0) + n
 
     def _booked(self, d: Any, rec: BatchRecord, now: float, pos: dict[int, int],
-                replies: tuple[np.ndarray, list[str]] | None) -> None:
+                replies: tuple[list[int], list[str]] | None) -> None:
         """Turn a ``BatchRecord`` into counts, time-to-accept samples and events."""
         delivered = rec.delivered
         if delivered:
             self._count(d.provider, "delivered", len(delivered))
             enq = self.m_enq
-            waits = [now - enq[i] for i in delivered]
-            self.tta.setdefault(d.lane, []).extend(waits)
-            spec = self.params.pools.get(d.pool)
-            if spec is not None and spec.warmup is not None:
+            tta = self.tta.get(d.lane)
+            if tta is None:
+                tta = self.tta[d.lane] = []
+            tta.extend([now - enq[i] for i in delivered])
+            warm = self._warm_pool.get(d.pool)
+            if warm is None:
+                spec = self.params.pools.get(d.pool)
+                warm = self._warm_pool[d.pool] = spec is not None and spec.warmup is not None
+            if warm:
                 self.warm_delivered += len(delivered)
-            if self.events.enabled:
+            if not self.events.enabled:
+                self.events.n += len(delivered)  # the rows a run with events would have
+            else:
                 streams = self.scenario.streams
                 camp = [streams[self.m_stream[i]].campaign for i in delivered]
                 k = [pos[i] for i in delivered]
-                code_l = [rec.delivered_codes[j] for j in range(len(delivered))]
+                code_l = list(rec.delivered_codes)
                 resp = [replies[1][j] for j in k] if replies else None
                 self.events.add_many(
                     len(delivered), ts=now, event="delivered",
@@ -388,10 +426,39 @@ class World:
             self._decisions([dec], now, res)
 
     # -- decisions and feedback -------------------------------------------------------------
-    def _decisions(self, decisions: list[Decision], now: float,
+    def _expired(self, batch: ExpireBatch) -> None:
+        """A run of expiries: counts per provider with one ``bincount``, events as columns."""
+        names = self.prov_names
+        ids_np = np.frombuffer(batch.ids, dtype=np.int64)
+        provk = np.frombuffer(self.m_provk, dtype=np.int16)
+        per = np.bincount(provk[ids_np], minlength=len(names))
+        del provk  # release the buffer: ``m_provk`` grows at the next arrival slice
+        for k in np.flatnonzero(per).tolist():
+            self._count(names[k], "expired", int(per[k]))
+        n = len(batch.ids)
+        ev = self.events
+        if not ev.enabled:
+            ev.n += n
+            return
+        ids = batch.ids.tolist()
+        streams = self.scenario.streams
+        st = [streams[self.m_stream[i]] for i in ids]
+        m_prov, m_pool, m_addr, m_enq = self.m_prov, self.m_pool, self.m_addr, self.m_enq
+        ev.add_many(n, ts=batch.at, event="expired", state=batch.state,
+                    reason="; ".join(batch.reasons), message_id=[str(i) for i in ids],
+                    provider=[m_prov[i] for i in ids], pool=[m_pool.get(i) for i in ids],
+                    lane=[s.lane for s in st], tenant=[s.tenant for s in st],
+                    sending_domain=[s.sending_domain for s in st],
+                    campaign=[s.campaign for s in st], enqueued_ts=[m_enq[i] for i in ids],
+                    recipient=[m_addr.get(i) for i in ids])
+
+    def _decisions(self, decisions: list[Decision] | list[Decision | ExpireBatch], now: float,
                    res: Result | None = None) -> None:
         ev = self.events
         for dec in decisions:
+            if isinstance(dec, ExpireBatch):
+                self._expired(dec)
+                continue
             if isinstance(dec, (BreakerChange, AutomationChange)):
                 self.transitions[dec.event_name] += 1
                 state = dec.to_state if isinstance(dec, BreakerChange) else dec.state

@@ -21,8 +21,11 @@ Batch verbs (same meaning as the single verbs called in order, for a simulator's
 - ``record_batch(ids, codes, texts, ...)`` ``record`` for one dispatch's outcomes: one
                                classification per distinct (code, text), runs of accepted
                                messages booked together; returns a compact ``BatchRecord``
+- ``tick_batched(scheduler, now)`` (a module function) ``tick`` with each run of expiries
+                               of one deadline and state as one ``ExpireBatch`` (ids in an
+                               array, one reason); expanded in place it is ``tick``'s list
 Every submitted id ends in exactly one terminal decision (Delivered, Suppress, DeadLetter,
-Expire, Ambiguous), returned exactly once by ``record`` or ``tick``.
+Expire, Ambiguous), returned exactly once by ``record`` or ``tick`` (or ``tick_batched``).
 """
 
 from __future__ import annotations
@@ -180,6 +183,29 @@ class Ambiguous:
     event_name = "ambiguous"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireBatch:
+    """Terminal for every id of ``ids`` (in order): the TTL ran out at the same deadline
+    while each was in ``state``; the same as one ``Expire`` per id with these fields.
+    Only ``tick_batched`` returns it (``tick`` returns the ``Expire`` objects)."""
+
+    ids: array[int]
+    at: float
+    state: str
+    reasons: tuple[str, ...]
+    event_name = "expired"
+
+    @property
+    def n(self) -> int:
+        """How many messages expired."""
+        return len(self.ids)
+
+    def expand(self) -> list[Expire]:
+        """One ``Expire`` per id, in order."""
+        at, state, reasons = self.at, self.state, self.reasons
+        return [Expire(id=i, at=at, state=state, reasons=reasons) for i in self.ids]
+
+
 Terminal = Delivered | Suppress | DeadLetter | Expire | Ambiguous
 Decision = Delivered | Retry | Suppress | DeadLetter | Expire | Ambiguous | BreakerChange | AutomationChange
 TERMINAL_TYPES: Final = (Delivered, Suppress, DeadLetter, Expire, Ambiguous)
@@ -335,7 +361,8 @@ class Scheduler:
         }
         self._domain_buckets: dict[str, TokenBucket] = {}
         self._tenant_buckets: dict[str, TokenBucket] = {}
-        self._outbox: list[Decision] = []
+        # wheel expiries are kept as ``ExpireBatch`` runs; ``tick`` expands them
+        self._outbox: list[Decision | ExpireBatch] = []
         self._hint = math.inf
         self._overflow = any(pool.overflow_to for pool in params.pools.values())
         for name, pool in params.pools.items():
@@ -597,23 +624,36 @@ class Scheduler:
             ids = self._ids
             outbox = self._outbox
             why: dict[tuple[float, int], tuple[str, ...]] = {}  # one reason per deadline
+            slot_of = self._slot_of
+            queues = self._queues
+            qkey = self._key
+            backlog = self._backlog
+            run: ExpireBatch | None = None  # the run the next expiry may join
+            run_key: tuple[float, int] = (math.nan, -1)
             while keys and (keys[0] + 1) * _WHEEL_S <= now:
                 k = heapq.heappop(keys)
                 for slot in self._wheel.pop(k):
                     st = state[slot]
                     if st in (_QUEUED, _DEFERRED) and exp[slot] <= now:
                         if st == _QUEUED:
-                            queue = self._queues[self._key[slot]]
+                            queue = queues[qkey[slot]]
                             queue.live -= 1
-                            self._backlog[queue.provider] -= 1
-                        name = _STATE_NAMES[st]
-                        reasons = why.get((exp[slot], st))
-                        if reasons is None:
-                            reasons = why[(exp[slot], st)] = (
-                                f"TTL reached at {exp[slot]:.0f} while {name}",)
-                        outbox.append(Expire(id=ids[slot], at=now, state=name,
-                                             reasons=reasons))
-                        self._end(slot, in_structure=True)
+                            backlog[queue.provider] -= 1
+                        key = (exp[slot], st)
+                        msg_id = ids[slot]
+                        if run is None or key != run_key or outbox[-1] is not run:
+                            reasons = why.get(key)
+                            if reasons is None:
+                                reasons = why[key] = (
+                                    f"TTL reached at {key[0]:.0f} while {_STATE_NAMES[st]}",)
+                            run = ExpireBatch(ids=array("q"), at=now, state=_STATE_NAMES[st],
+                                              reasons=reasons)
+                            run_key = key
+                            outbox.append(run)
+                        run.ids.append(msg_id)
+                        # ``_end(slot, in_structure=True)`` inlined
+                        del slot_of[msg_id]
+                        state[slot] = _ZOMBIE
         for ctrl in self._controls.values():
             if ctrl.breaker.state != "closed" or ctrl.automation.state != "normal":
                 changes: list[Decision] = [*ctrl.breaker.advance(now),
@@ -632,7 +672,13 @@ class Scheduler:
     def tick(self, now: float) -> list[Decision]:
         """Time-driven decisions up to ``now`` plus any ``due`` left in the outbox."""
         self._advance(now)
-        out, self._outbox = self._outbox, []
+        box, self._outbox = self._outbox, []
+        out: list[Decision] = []
+        for dec in box:
+            if isinstance(dec, ExpireBatch):
+                out.extend(dec.expand())
+            else:
+                out.append(dec)
         return out
 
     def next_wakeup(self) -> float | None:
@@ -1069,3 +1115,17 @@ class Scheduler:
             out.extend(ctrl.breaker.incident(now, signal.reason or "incident signal"))
             self._apply_factor(ctrl, now)
         return out
+
+
+def tick_batched(scheduler: Scheduler, now: float) -> list[Decision | ExpireBatch]:
+    """``scheduler.tick(now)`` for a simulator: the same decisions in the same order, except
+    that each run of expiries sharing deadline, state and reason comes as one
+    ``ExpireBatch`` (a million expiries become a few thousand objects); replacing each batch
+    by ``batch.expand()`` gives exactly the list ``tick(now)`` would have returned.
+
+    A function of this module, not a method: ``Scheduler``'s public verbs stay exactly the
+    set a decision log records (``sim.parity.Recorder`` refuses any other attribute, so a
+    recorded scheduler passed here raises instead of changing state unlogged)."""
+    scheduler._advance(now)
+    out, scheduler._outbox = scheduler._outbox, []
+    return out
