@@ -1,9 +1,11 @@
 """The canary's error budget: the candidate's share of a pool against the control share.
 
 Owns ``arm_counts`` (per policy version of a pool since a moment: outcomes, deferrals,
-bounces, complaints, read from the warehouse ``events`` view) and ``judge``: for each rate
-(deferral = deferred / outcomes, bounce = bounced / (delivered + bounced), complaint =
-complaints / delivered) the budget is spent when the canary's rate exceeds the control's by
+bounces, complaints and dropped mail -- ``expired`` + ``dead_lettered``, what a policy that
+gives up early produces instead of deferrals -- read from the warehouse ``events`` view) and
+``judge``: for each rate (deferral = deferred / outcomes, bounce = bounced / (delivered +
+bounced), complaint = complaints / delivered, drop = dropped / (delivered + bounced +
+dropped), the share of finished messages that were never delivered nor bounced) the budget is spent when the canary's rate exceeds the control's by
 more than the metric's budget AND the excess is significant (a one-sided two-proportion
 z-test at 95 %: noise alone never rolls back). With every budget intact and at least
 ``min_outcomes`` canary outcomes the verdict is ``advance``; with too few, ``hold``.
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 BUDGETS: dict[str, float] = {"deferral_rate": 0.02, "bounce_rate": 0.01,
-                             "complaint_rate": 0.0005}
+                             "complaint_rate": 0.0005, "drop_rate": 0.005}
 """Allowed excess of the canary's rate over the control's (absolute). 0.05 % complaints sits
-under Gmail's 0.1 % "stay below" line (providers-and-standards.md)."""
+under Gmail's 0.1 % "stay below" line (providers-and-standards.md). Dropped mail is lost mail:
+half a percent more of it than the control is already a spent budget."""
+COUNTS: tuple[str, ...] = ("delivered", "deferred", "bounced", "complaints", "dropped")
 Z95 = 1.6449  # one-sided 95 %
 
 
@@ -45,26 +49,28 @@ def arm_counts(home: str | os.PathLike[str] | None, pool: str, versions: list[st
                count(*) FILTER (WHERE event = 'delivered') AS delivered,
                count(*) FILTER (WHERE event = 'deferred') AS deferred,
                count(*) FILTER (WHERE event = 'bounced') AS bounced,
-               count(*) FILTER (WHERE event = 'complaint') AS complaints
+               count(*) FILTER (WHERE event = 'complaint') AS complaints,
+               count(*) FILTER (WHERE event IN ('expired', 'dead_lettered')) AS dropped
         FROM events
         WHERE pool = ? AND policy_version IN ({placeholders})
           AND ts >= to_timestamp(?) AND event IN ('delivered', 'deferred', 'bounced',
-                                                  'complaint')
+                                                  'complaint', 'expired', 'dead_lettered')
         GROUP BY policy_version"""
     frame = run(con, sql, [pool, *versions, float(since)])
-    out = {v: {"delivered": 0, "deferred": 0, "bounced": 0, "complaints": 0} for v in versions}
+    out = {v: dict.fromkeys(COUNTS, 0) for v in versions}
     for row in frame.iter_rows(named=True):
-        out[row["policy_version"]] = {k: int(row[k]) for k in
-                                      ("delivered", "deferred", "bounced", "complaints")}
+        out[row["policy_version"]] = {k: int(row[k]) for k in COUNTS}
     return out
 
 
 def rates(c: dict[str, int]) -> dict[str, tuple[int, int]]:
-    """Each rate as (numerator, denominator)."""
+    """Each rate as (numerator, denominator). A missing ``dropped`` count is 0."""
     outcomes = c["delivered"] + c["deferred"] + c["bounced"]
+    dropped = c.get("dropped", 0)
     return {"deferral_rate": (c["deferred"], outcomes),
             "bounce_rate": (c["bounced"], c["delivered"] + c["bounced"]),
-            "complaint_rate": (c["complaints"], c["delivered"])}
+            "complaint_rate": (c["complaints"], c["delivered"]),
+            "drop_rate": (dropped, c["delivered"] + c["bounced"] + dropped)}
 
 
 def excess_z(x1: int, n1: int, x0: int, n0: int) -> float:

@@ -20,7 +20,7 @@ from engine.eventio import read_events, write_events
 from engine.rollout import read_record, record_path
 from inboxlab.cli import app
 from inboxlab.promotion import admit, advance, check, gates, status
-from inboxlab.promotion.canary import judge
+from inboxlab.promotion.canary import BUDGETS, judge
 from inboxlab.warehouse import ingest_run_dir, query
 from sim.run import run_scenario
 from sim.scenario import load_scenario
@@ -205,3 +205,58 @@ def test_promote_cli_status_and_errors(tmp_path: Path) -> None:
     st = json.loads(res.output)
     assert [a["action"] for a in st["audit"]] == ["admit", "rollback"]
     assert st["audit"][1]["reason"] == "changed my mind"
+
+
+def _live(home: Path, rows: list[tuple[str, str, int]], t0: float) -> None:
+    """Declared engine outbox rows (version, event, how many) for pool mkt-b, into ``home``."""
+    from engine.events import Event
+    from inboxlab.warehouse.store import ingest_outbox
+
+    events, seq = [], 0
+    for version, event, n in rows:
+        for _ in range(n):
+            seq += 1
+            events.append(Event(ts=t0 + seq, event=event, source="live", seq=seq, pool="mkt-b",
+                                message_id=f"m{seq}", policy_version=version,
+                                lane="lifecycle"))
+    ingest_outbox(events, home)
+
+
+def test_arm_counts_see_dropped_mail(tmp_path: Path) -> None:
+    from inboxlab.promotion.canary import arm_counts
+
+    home = tmp_path / "home"
+    _live(home, [("v1", "delivered", 90), ("v1", "deferred", 10), ("v1", "expired", 1),
+                 ("v2", "delivered", 20), ("v2", "deferred", 10), ("v2", "dead_lettered", 7),
+                 ("v2", "expired", 3), ("v3", "dead_lettered", 5)], START)
+    got = arm_counts(home, "mkt-b", ["v1", "v2", "v9"], START)
+    assert got["v1"] == {"delivered": 90, "deferred": 10, "bounced": 0, "complaints": 0,
+                         "dropped": 1}
+    assert got["v2"]["dropped"] == 10 and got["v2"]["delivered"] == 20
+    assert got["v9"] == dict.fromkeys(got["v1"], 0)  # no traffic: zeros, not missing
+    # only events at or after ``since`` count (the first 100 rows are earlier)
+    assert arm_counts(home, "mkt-b", ["v1"], START + 100.5)["v1"]["dropped"] == 1
+    assert arm_counts(home, "mkt-b", ["v1"], START + 100.5)["v1"]["delivered"] == 0
+
+
+def test_drop_budget_rolls_back_a_candidate_that_gives_up() -> None:
+    # the same deferrals on both arms (the receiver greylists both), but the candidate stops
+    # retrying: without the drop budget it would look better than the control
+    control = {"delivered": 180, "deferred": 120, "bounced": 0, "complaints": 0, "dropped": 0}
+    quitter = {"delivered": 60, "deferred": 40, "bounced": 0, "complaints": 0, "dropped": 40}
+    without = {k: v for k, v in BUDGETS.items() if k != "drop_rate"}
+    assert judge(quitter, control, min_outcomes=50, budgets=without).action == "advance"
+    v = judge(quitter, control, min_outcomes=50)
+    assert v.action == "rollback" and "drop_rate" in v.reason, v
+    r = v.evidence["rates"]["drop_rate"]
+    assert r["spent"] and r["canary"] == pytest.approx(40 / 100) and r["control"] == 0.0
+    # noise never rolls back: 2 % dropped of 100 against 0.67 % of 300 is over budget, not
+    # significant (z ~1.16)
+    calm = {"delivered": 298, "deferred": 0, "bounced": 0, "complaints": 0, "dropped": 2}
+    noisy = {"delivered": 98, "deferred": 0, "bounced": 0, "complaints": 0, "dropped": 2}
+    v = judge(noisy, calm, min_outcomes=50)
+    assert v.action == "advance" and not v.evidence["rates"]["drop_rate"]["spent"]
+    assert v.evidence["rates"]["drop_rate"]["excess"] > BUDGETS["drop_rate"]
+    # counts without the key (older callers) read as nothing dropped
+    old = {k: v for k, v in control.items() if k != "dropped"}
+    assert judge(old, control, min_outcomes=50).evidence["rates"]["drop_rate"]["canary"] == 0.0
