@@ -7,8 +7,13 @@ their comparison. It drives everyone else through public APIs only and edits non
   from the lab exactly as ``engine.runner.Runner`` builds it: same params, same seeded rng,
   same classifier) against the real ``sim.providers.ProviderModel`` objects (the same
   ``ModelParams`` the sandbox gets), in virtual time. Sessions follow the runner's rules
-  (``messages_per_connection`` per connection; a 421 stands for the rest of the session; a
-  4xx at MAIL leaves the rest "not tried").
+  (a dispatch split over connections as ``Runner._dispatch`` splits it, ``max_connections``
+  slots per (source IP, provider), idle connections reused up to
+  ``messages_per_connection``; a 421 stands for the rest of the session; a 4xx at MAIL
+  leaves the rest "not tried") and, like the runner, book a session's outcomes together
+  (``record_batch``) when it ends. The live driver's own work (DKIM signing, sqlite commits,
+  the sandbox's parsing, all on one GIL, times the time scale) is a ``DriverCost`` per
+  message on ONE simulated processor, measured from the live run (``fit_cost``).
 - (b) ``run_live``: ``engine.runner.Runner`` + ``engine.spool.Spool`` against the sandbox
   (aiosmtpd servers in front of the same models) on loopback in compressed real time; the
   runner, spool and sandbox all read ONE clock (the sandbox's ``Clock``).
@@ -32,10 +37,17 @@ Tolerances (``TOLERANCES``; why each is what it is):
   absolute. Which messages of the burst draw 4.7.28 depends on how the live runner's
   concurrent sessions interleave with the model's rate window (real scheduling jitter of
   a few ms is ~1 model second at scale 200); the sim serialises them;
-- time-to-accept (model s from arrival to acceptance): Wasserstein distance <= 60 s +
-  10 % of the live mean. Retries after 4.7.28 wait ~900 s, so one message more or less
-  throttled moves the mean by seconds; the per-command latency of the live run (event-loop
-  and sqlite time, multiplied by the time scale) is not in the sim (rtt_s only).
+- time-to-accept (model s from arrival, and from first dispatch, to acceptance):
+  Wasserstein distance <= 60 s + 10 % of the live mean. Retries after 4.7.28 wait ~900 s,
+  so one message more or less throttled moves the mean by seconds. Judged with the fitted
+  ``DriverCost`` (without it, sim 291 s vs live 408-457 s mean, W1 127-167 s: the live
+  run's ~1 model s of driver work per message was missing). ``fit_cost`` matches only the
+  median session span; the distance still judges the throttling, the retry rounds and the
+  spread. Over 10 live runs of parity-small it held in 8 (W1 69-96 s; 112 and 131 s
+  against ~103-110 s) and the gmail deferral rate in 9 (sim 0.22 vs live 0.33 in the
+  run that fitted 1.32 s/message: a slower sim driver draws fewer 4.7.28, the live run
+  did not); so the integration test does not assert either. Left unexplained: the live
+  run needs more retry rounds (7-19 messages take a third retry, the sim 0-9).
 """
 
 from __future__ import annotations
@@ -451,8 +463,70 @@ class RunLog:
 
 
 # -- (a) SimPy driver -------------------------------------------------------------------------
-def run_sim(sc: Scenario, *, t0: float | None = None) -> RunLog:
-    """Run ``sc`` in virtual time: the real Scheduler against the real provider models."""
+_MARK_WINDOW: Final = 64   # engine.runner: a session books what it has before each such window
+_MIN_SHARE: Final = 32     # engine.runner: a batch is split over connections in parts >= this
+
+
+@dataclass(frozen=True, slots=True)
+class DriverCost:
+    """Model seconds the live driver spends on its own work, which the sim serialises on ONE
+    simulated processor (the live runner, spool and sandbox share one Python process and one
+    GIL, so their work queues rather than overlaps): ``session_s`` per connection opened
+    (TCP connect, EHLO, STARTTLS, EHLO) and ``message_s`` per message (headers, DKIM signing,
+    the sqlite commits, the sandbox's parse and verify). Zero = the old rtt-only sim."""
+
+    session_s: float = 0.0
+    message_s: float = 0.0
+
+
+def booking_spans(run: RunLog) -> list[float]:
+    """Model seconds from each session's dispatch (its ``due``) to the ``record`` /
+    ``record_batch`` call that booked its outcomes, sorted: the driver's service time
+    including queueing for the processor and the connection slots."""
+    disp: dict[int, float] = {}
+    spans: list[float] = []
+    for c in run.log:
+        if c.verb == "due":
+            for d in c.out:
+                for i in d.ids:
+                    disp[i] = c.now
+        elif results := c.results():
+            first = disp.get(results[0][0])
+            if first is not None:
+                spans.append(c.now - first)
+    return sorted(spans)
+
+
+def _median(xs: Sequence[float]) -> float:
+    return xs[len(xs) // 2] if xs else 0.0
+
+
+def fit_cost(sc: Scenario, live: RunLog, *, steps: int = 8) -> DriverCost:
+    """``DriverCost`` measured from the live run's own timestamps: the ``message_s`` (by
+    bisection over [0, 4] model s) at which the sim's median booking span
+    (``booking_spans``) equals the live run's. Only the median of the service spans is
+    matched; what the time-to-accept check still judges is everything else (the 4.7.28
+    draws, the ~900 s retries and how many rounds a message needs, the spread). The
+    per-session share is folded into ``message_s``: the live spans do not separate them
+    (loopback connects are cheap next to a DKIM signature and two sqlite commits)."""
+    target = _median(booking_spans(live))
+    lo, hi = 0.0, 4.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        got = _median(booking_spans(run_sim(sc, t0=live.t0, cost=DriverCost(0.0, mid))))
+        lo, hi = (mid, hi) if got < target else (lo, mid)
+    return DriverCost(0.0, (lo + hi) / 2)
+
+
+def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = None) -> RunLog:
+    """Run ``sc`` in virtual time: the real Scheduler against the real provider models.
+
+    The driver follows ``engine.runner.Runner``: a dispatch is split into sessions as the
+    runner splits it, a session holds one of ``max_connections`` per (source IP, provider)
+    and reuses an idle connection until it carried ``messages_per_connection``, and its
+    outcomes are booked together (``record_batch``) when it ends (and before each
+    ``_MARK_WINDOW`` of messages), not one by one. ``cost`` adds the live driver's own
+    processing time on one shared processor (see ``DriverCost``)."""
     import numpy as np
     import simpy
 
@@ -462,6 +536,7 @@ def run_sim(sc: Scenario, *, t0: float | None = None) -> RunLog:
     from sim.sandbox.server import _stable
 
     wall = time.perf_counter()
+    cost = cost or DriverCost()
     t0 = float(int(time.time())) if t0 is None else t0
     cfg = sandbox_config(sc, 1.0)
     config = load_config(sc.lab, env={})
@@ -482,64 +557,91 @@ def run_sim(sc: Scenario, *, t0: float | None = None) -> RunLog:
     ids = {a.index: a.index for a in sc.arrivals}
     wake = [env.event()]
     pending: list[Arrival] = []
+    cpu = simpy.Resource(env, capacity=1)
+    slots: dict[tuple[str, str], simpy.Resource] = {}
+    idle: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)  # [Session, used]
 
     def poke() -> None:
         if not wake[0].triggered:
             wake[0].succeed()
 
-    def record(d: Dispatch, i: int, code: int | None, text: str, data: bool) -> None:
-        res = Result(id=i, pool=d.pool, source_ip=d.source_ip, provider=d.provider,
-                     code=code, text=text, data_completed=data)
-        sched.record(res, now())
+    def work(seconds: float) -> Iterator[Any]:
+        if seconds > 0:
+            with cpu.request() as req:
+                yield req
+                yield env.timeout(seconds)
+
+    def book(d: Dispatch, items: list[tuple[int, int | None, str]]) -> None:
+        if items:
+            sched.record_batch([i for i, _, _ in items], [c for _, c, _ in items],
+                               [t for _, _, t in items], pool=d.pool, source_ip=d.source_ip,
+                               provider=d.provider, now=now())
+            items.clear()
 
     def session(d: Dispatch, chunk: tuple[int, ...]) -> Iterator[Any]:
-        a0 = by_id[chunk[0]]
-        m = models[a0.model]
-        yield env.timeout(sc.rtt_s)
-        ms, greet = m.connect(now(), d.source_ip)
-        if greet.code >= 400:
-            for i in chunk:
-                record(d, i, greet.code, _text(greet), False)
-            poke()
-            return
-        if tls[a0.model]:
-            yield env.timeout(2 * sc.rtt_s)
-            m.starttls(ms, now())
+        name = by_id[chunk[0]].model
+        m = models[name]
+        key = (d.source_ip, name)
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = simpy.Resource(env, capacity=max(1, d.max_connections))
+        out: list[tuple[int, int | None, str]] = []
         done: set[int] = set()
-        for i in chunk:
-            a = by_id[i]
-            yield env.timeout(sc.rtt_s)
-            r = m.mail(ms, now(), f"b-{i}@bounce.{SENDING_DOMAIN}", 2000)
-            stage, data = "mail", False
-            if r.code < 400:
+        with slot.request() as req:
+            yield req
+            conn = idle[key].pop() if idle[key] else None
+            if conn is None:
+                yield from work(cost.session_s)
                 yield env.timeout(sc.rtt_s)
-                r = m.rcpt(ms, now(), a.rcpt)
-                stage = "rcpt"
-                if r.code < 400:
+                ms, greet = m.connect(now(), d.source_ip)
+                if greet.code >= 400:
+                    out.extend((i, greet.code, _text(greet)) for i in chunk)
+                    book(d, out)
+                    poke()
+                    return
+                if tls[name]:
                     yield env.timeout(2 * sc.rtt_s)
-                    facts = MessageFacts(
-                        mail_from=f"b-{i}@bounce.{SENDING_DOMAIN}", recipients=(a.rcpt,),
-                        message_id=f"<{i}.{sc.seed}@{SENDING_DOMAIN}>",
-                        dkim_domain=SENDING_DOMAIN, from_domain=SENDING_DOMAIN,
-                        lane=a.lane, size=2000)
-                    r = m.data(ms, now(), facts).reply
-                    stage, data = "data", True
-            done.add(i)
-            record(d, i, r.code if r.code >= 300 else 250, _text(r), data)
-            if r.code == 421:
-                for rest in chunk:
-                    if rest not in done:
-                        done.add(rest)
-                        record(d, rest, 421, _text(r), False)
-                break
-            if stage == "mail" and 400 <= r.code < 500:
-                for rest in chunk:
-                    if rest not in done:
-                        done.add(rest)
-                        record(d, rest, None, f"not tried: session refused MAIL "
-                               f"({_text(r)[:200]})", False)
-                break
-        m.close(ms, now())
+                    m.starttls(ms, now())
+                conn = [ms, 0]
+            ms = conn[0]
+            broken = False
+            for k, i in enumerate(chunk):
+                if k and k % _MARK_WINDOW == 0:
+                    book(d, out)
+                a = by_id[i]
+                yield from work(cost.message_s)
+                yield env.timeout(sc.rtt_s)
+                r = m.mail(ms, now(), f"b-{i}@bounce.{SENDING_DOMAIN}", 2000)
+                stage = "mail"
+                if r.code < 400:
+                    yield env.timeout(sc.rtt_s)
+                    r = m.rcpt(ms, now(), a.rcpt)
+                    stage = "rcpt"
+                    if r.code < 400:
+                        yield env.timeout(2 * sc.rtt_s)
+                        facts = MessageFacts(
+                            mail_from=f"b-{i}@bounce.{SENDING_DOMAIN}", recipients=(a.rcpt,),
+                            message_id=f"<{i}.{sc.seed}@{SENDING_DOMAIN}>",
+                            dkim_domain=SENDING_DOMAIN, from_domain=SENDING_DOMAIN,
+                            lane=a.lane, size=2000)
+                        r = m.data(ms, now(), facts).reply
+                        stage = "data"
+                done.add(i)
+                conn[1] += 1
+                out.append((i, r.code if r.code >= 300 else 250, _text(r)))
+                if r.code == 421:
+                    out.extend((j, 421, _text(r)) for j in chunk if j not in done)
+                    broken = True
+                    break
+                if stage == "mail" and 400 <= r.code < 500:
+                    out.extend((j, None, f"not tried: session refused MAIL ({_text(r)[:200]})")
+                               for j in chunk if j not in done)
+                    break
+            if broken or conn[1] >= d.messages_per_connection:
+                m.close(ms, now())
+            else:
+                idle[key].append(conn)
+        book(d, out)
         poke()
 
     def arrivals() -> Iterator[Any]:
@@ -557,9 +659,13 @@ def run_sim(sc: Scenario, *, t0: float | None = None) -> RunLog:
             pending.clear()
             sched.tick(now())
             for d in sched.due(now()):
+                # as engine.runner._dispatch splits a dispatch over sessions
                 per = max(1, d.messages_per_connection)
-                for k in range(0, len(d.ids), per):
-                    env.process(session(d, d.ids[k:k + per]))
+                n = len(d.ids)
+                k = max(-(-n // per), min(max(1, d.max_connections), n // _MIN_SHARE or 1))
+                size = -(-n // k)
+                for j in range(0, n, size):
+                    env.process(session(d, d.ids[j:j + size]))
             sched.tick(now())
             nxt = sched.next_wakeup()
             delay = 5.0 if nxt is None else min(5.0, max(0.005, nxt - now()))
@@ -570,6 +676,7 @@ def run_sim(sc: Scenario, *, t0: float | None = None) -> RunLog:
     env.process(loop())
     env.run(until=sc.horizon_s + 1)
     return RunLog("sim", t0, sched.log, ids, sc.arrivals, time.perf_counter() - wall,
+                  {"session_s": cost.session_s, "message_s": cost.message_s},
                   rng_state=sched.rng_state())
 
 
@@ -681,14 +788,13 @@ def compare(sim: RunLog, live: RunLog, fresh: Callable[[], Scheduler]) -> dict[s
         lim = TOLERANCES["tta_w1_abs_s"] + TOLERANCES["tta_w1_rel"] * mean
         text = (f"W1 {w1:.1f} s (tol {lim:.1f}), KS {ks:.3f}, mean sim "
                 f"{sum(so[key]) / len(so[key]):.1f} s live {mean:.1f} s")
-        # arrival_to_accept includes the live engine's intake lag (real ms x time scale),
-        # which the sim does not model: reported, not judged (see the module docstring)
-        checks[label] = (w1 <= lim if key == "dta" else True,
-                         text if key == "dta" else text + " [reported]")
+        checks[label] = (w1 <= lim, text)
     return {"checks": checks, "sim": so, "live": lo,
             "ok": all(ok for ok, _ in checks.values()),
             "wall": {"sim": sim.wall_s, "live": live.wall_s},
             "rtt_s": sim.notes.get("rtt_s", 0.0),
+            "message_s": sim.notes.get("message_s", 0.0),
+            "session_s": sim.notes.get("session_s", 0.0),
             "live_service_s": sim.notes.get("live_service_s", math.nan)}
 
 
@@ -700,8 +806,9 @@ def format_report(name: str, rep: dict[str, Any]) -> str:
     """The comparison as a few aligned lines."""
     lines = [f"parity {name}: {'OK' if rep['ok'] else 'MISMATCH'} "
              f"(sim {rep['wall']['sim']:.1f} s, live {rep['wall']['live']:.1f} s wall; "
-             f"sim rtt {rep['rtt_s']:.2f} model s; live {rep['live_service_s']:.1f} model s per "
-             "message incl. session queueing)"]
+             f"sim rtt {rep['rtt_s']:.2f} + driver {rep['message_s']:.2f}/message "
+             f"{rep['session_s']:.2f}/session model s, fitted; live "
+             f"{rep['live_service_s']:.1f} model s per message incl. session queueing)"]
     for key, (ok, text) in rep["checks"].items():
         lines.append(f"  {'ok ' if ok else 'BAD'} {key:<28} {text}")
     return "\n".join(lines)
@@ -714,14 +821,11 @@ def run_both(sc: Scenario, *, time_scale: float, home: Path) -> dict[str, Any]:
     if not math.isfinite(time_scale) or time_scale <= 0:
         raise InputError(f"--time-scale must be > 0, got {time_scale}")
     live = run_live(sc, time_scale=time_scale, home=home)
-    # The sim keeps the scenario's rtt_s. It once took the live run's per-message time
-    # (``service_s() / 5``), but the runner now books a session's outcomes together
-    # (``record_batch`` at the session's end, behind the per-IP connection semaphore), so
-    # that span is session + queueing time (~30 model s at scale 200): a sim that slow
-    # missed the horizon and reordered a queue. The figure is still reported.
-    rtt = sc.rtt_s
-    sim = run_sim(sc, t0=live.t0)
-    sim.notes["rtt_s"] = rtt
+    # The sim models the live driver's own work (one shared processor, outcomes booked at a
+    # session's end): its per-message cost is measured from this live run (``fit_cost``).
+    cost = fit_cost(sc, live)
+    sim = run_sim(sc, t0=live.t0, cost=cost)
+    sim.notes["rtt_s"] = sc.rtt_s
     sim.notes["live_service_s"] = live.service_s()
     config = load_config(sc.lab, env={})
     return compare(sim, live, lambda: build_scheduler(config, sc.seed)[0])

@@ -4,8 +4,10 @@ against the sandbox (loopback, time scale 200, ~10 s wall).
 Asserted exactly: both decision logs replay identically into a fresh Scheduler; the
 first-attempt dispatch order per queue is the same in both runs; delivered and bounced
 counts agree within the stated tolerance; the gmail burst drew 421 4.7.28 in both runs.
-The outcome distributions (deferral rate, time-to-accept) are computed and printed; see
-sim/parity.py for their tolerances and why they are not asserted here yet.
+The outcome distributions (deferral rate, time-to-accept with the driver cost fitted from
+the same live run) are computed and judged by ``compare`` but not asserted here: over 10 live
+runs the time-to-accept distance was inside its tolerance in 8 of 10 (W1 69-131 s vs a
+~100-110 s tolerance), the gmail deferral rate in 9 of 10; see sim/parity.py.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from sim.parity import (
     PASS_THROUGH,
     RECORDED,
     Call,
+    DriverCost,
     Raised,
     Recorder,
+    booking_spans,
     build_scheduler,
+    format_report,
     load_scenario,
     replay,
     run_both,
@@ -107,10 +112,27 @@ def test_sim_run_is_deterministic_and_replays() -> None:
     assert replay(a.log, fresh) is None
 
 
+def test_sim_books_sessions_at_their_end_and_driver_cost_slows_it() -> None:
+    sc = load_scenario(SCENARIO)
+    free = run_sim(sc, t0=1_770_000_000.0)
+    slow = run_sim(sc, t0=1_770_000_000.0, cost=DriverCost(0.5, 1.0))
+    for run in (free, slow):
+        verbs = {c.verb for c in run.log}
+        assert "record_batch" in verbs and "record" not in verbs  # as the runner books
+    # one processor: the span to booking grows with the per-message work it serialises
+    f, s = booking_spans(free), booking_spans(slow)
+    assert len(f) > 0 and len(s) > 0
+    assert s[len(s) // 2] > f[len(f) // 2] + 1.0
+    biggest = max(len(c.args["ids"]) for c in slow.log if c.verb == "record_batch")
+    assert max(s) >= 1.0 * biggest  # a session's messages hold the processor 1 s each
+    fresh = build_scheduler(load_config(sc.lab, env={}), sc.seed)[0]
+    assert replay(slow.log, fresh, rng_state=slow.rng_state) is None
+
+
 def test_replay_catches_a_tampered_log() -> None:
     sc = load_scenario(SCENARIO)
     run = run_sim(sc, t0=1_770_000_000.0)
-    k = next(i for i, c in enumerate(run.log) if c.verb == "record" and c.out)
+    k = next(i for i, c in enumerate(run.log) if c.verb == "record_batch")
     log = list(run.log)
     log[k] = dataclasses.replace(log[k], now=log[k].now + 1000.0)
     fresh = build_scheduler(load_config(sc.lab, env={}), sc.seed)[0]
@@ -128,6 +150,7 @@ def test_bad_scenario_is_a_config_error(tmp_path: Path) -> None:
 def test_sim_and_live_agree(tmp_path: Path) -> None:
     sc = load_scenario(SCENARIO)
     rep = run_both(sc, time_scale=200.0, home=tmp_path / "live")
+    print(format_report(sc.name, rep))  # the distribution figures, shown with -s
     checks = rep["checks"]
     for key in ("replay_live", "replay_sim", "dispatch_order", "delivered", "bounced"):
         assert checks[key][0], f"{key}: {checks[key][1]}"
