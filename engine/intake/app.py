@@ -13,15 +13,15 @@ not decide policy.
 
 import asyncio
 import functools
-import hmac
 import json
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from engine.config import LabConfig, hash_key
+from engine.config import LabConfig
 from engine.delivery.message import build_base, parse_unsubscribe_token
 from engine.errors import InputError
+from engine.intake.auth import bearer_tenant
 from engine.policy.bucket import TokenBucket
 from engine.policy.params import BucketSpec
 from engine.spool import IdempotencyConflict, Spool
@@ -81,7 +81,6 @@ def create_app(config: LabConfig, spool: Spool, *, secret: bytes,
                     raise ValueError(f"header {name}: CR/LF not allowed in a header value")
             return v
 
-    keys: dict[str, str] = {h: t for t, m in config.tenants.items() for h in m.api_keys}
     buckets: dict[str, TokenBucket] = {
         t: TokenBucket.from_spec(BucketSpec(rate=m.limit.rate, burst=m.limit.burst), clock())
         for t, m in config.tenants.items() if m.limit is not None}
@@ -129,15 +128,7 @@ def create_app(config: LabConfig, spool: Spool, *, secret: bytes,
 
     app.include_router(replay_router(config, spool, on_replay=on_accept))
 
-    def tenant_of(authorization: str | None) -> str:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "missing Bearer API key",
-                                headers={"WWW-Authenticate": "Bearer"})
-        digest = hash_key(authorization[7:].strip() or "-")
-        for stored, tenant in keys.items():
-            if hmac.compare_digest(stored, digest):
-                return tenant
-        raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    tenant_of = bearer_tenant(config)
 
     @app.post("/v1/messages", status_code=202)
     async def submit(request: Request, authorization: str | None = Header(default=None),

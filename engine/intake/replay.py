@@ -7,12 +7,12 @@ config's hashed keys) sees and replays only its own dead letters. The work is
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations.
 
-import hmac
 from collections.abc import Callable
 from typing import Any
 
-from engine.config import LabConfig, hash_key
+from engine.config import LabConfig
 from engine.errors import InputError
+from engine.intake.auth import bearer_tenant
 from engine.spool import Spool
 from engine.spool.dlq import DeadLetters, Filter
 
@@ -24,7 +24,6 @@ def replay_router(config: LabConfig, spool: Spool,
     from pydantic import BaseModel, ConfigDict, Field
 
     dlq = DeadLetters(spool)
-    keys = {h: t for t, m in config.tenants.items() for h in m.api_keys}
     router = APIRouter()
 
     class FilterBody(BaseModel):
@@ -41,15 +40,7 @@ def replay_router(config: LabConfig, spool: Spool,
         pool: str | None = None
         not_before: float | None = Field(default=None, ge=0)
 
-    def tenant_of(authorization: str | None) -> str:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "missing Bearer API key",
-                                headers={"WWW-Authenticate": "Bearer"})
-        digest = hash_key(authorization[7:].strip() or "-")
-        for stored, tenant in keys.items():
-            if hmac.compare_digest(stored, digest):
-                return tenant
-        raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    tenant_of = bearer_tenant(config)
 
     def make_filter(tenant: str, f: FilterBody) -> Filter:
         try:
