@@ -672,7 +672,6 @@ TEXT_RULES: tuple[TextRule, ...] = (
 )
 
 
-
 def _trie_regex(literals: set[str]) -> str:
     """A regex matching any of ``literals`` (longest at a position), shaped as a trie so the
     engine compares a few characters per position instead of trying every literal."""
@@ -824,6 +823,7 @@ def _or(bits: Iterable[int]) -> int:
 
 
 _TEXT_INDEX = _TextIndex(TEXT_RULES)
+
 
 @dataclass(frozen=True, slots=True)
 class _Meaning:
@@ -1032,13 +1032,41 @@ def _retry(action: Action, temporary: bool, given: int | None) -> int | None:
     return default
 
 
+def _verdict(
+    temporary: bool,
+    code: int | None,
+    enhanced: str | None,
+    provider: str,
+    reasons: list[str],
+    category: Category,
+    action: Action,
+    scope: Scope,
+    rule: str,
+    retry: int | None,
+) -> Verdict:
+    return Verdict(
+        temporary=temporary,
+        category=category,
+        action=action,
+        scope=scope,
+        retry_after_s=_retry(action, temporary, retry),
+        rule=rule,
+        code=code,
+        enhanced=enhanced,
+        provider=provider,
+        reasons=tuple(reasons),
+    )
+
+
 class Classifier:
     """Classify replies with the rules of ``profiles`` (name -> profile; needs "generic")."""
 
-    __slots__ = ("_matcher", "_rules")
+    __slots__ = ("_matcher", "_resolved", "_rules")
 
     def __init__(self, profiles: Mapping[str, ProviderProfile]) -> None:
         self._matcher = ProviderMatcher(profiles)
+        # provider string -> (profile name, reason line or None); bounded, see _provider
+        self._resolved: dict[str, tuple[str, str | None]] = {}
         self._rules = {name: _ProviderRules(p.rules) for name, p in profiles.items()}
         if GENERIC not in self._rules:
             self._rules[GENERIC] = _ProviderRules(())
@@ -1047,6 +1075,26 @@ class Classifier:
     def matcher(self) -> ProviderMatcher:
         """The provider matcher built from the same profiles."""
         return self._matcher
+
+    def _provider(self, provider: str) -> tuple[str, str | None]:
+        """The profile name for a non-empty ``provider`` string and the reason line saying
+        how it was read (None when it is a profile name as given). Memoised per string:
+        the profiles never change after construction, and live traffic names few providers.
+        """
+        found = self._resolved.get(provider)
+        if found is None:
+            name = self._matcher.resolve(provider)
+            given = provider.strip().lower()
+            note: str | None = None
+            if name == GENERIC and given != GENERIC:
+                note = f"unknown provider {provider!r}, using generic"
+            elif given != name:
+                note = f"provider {provider!r} is {name}"
+            found = (name, note)
+            if len(self._resolved) >= 4096:
+                self._resolved.clear()
+            self._resolved[provider] = found
+        return found
 
     def classify(
         self,
@@ -1063,12 +1111,9 @@ class Classifier:
         reasons: list[str] = []
         name = GENERIC
         if provider:
-            name = self._matcher.resolve(provider)
-            given = provider.strip().lower()
-            if name == GENERIC and given != GENERIC:
-                reasons.append(f"unknown provider {provider!r}, using generic")
-            elif given != name:
-                reasons.append(f"provider {provider!r} is {name}")
+            name, note = self._provider(provider)
+            if note is not None:
+                reasons.append(note)
         parsed = parse_reply(text, code, enhanced)
         reasons.extend(parsed.reasons)
         code, enh, body = parsed.code, parsed.enhanced, parsed.text
@@ -1082,22 +1127,6 @@ class Classifier:
             temporary = True
             reasons.append("no code found; assumed temporary")
 
-        def verdict(
-            category: Category, action: Action, scope: Scope, rule: str, retry: int | None
-        ) -> Verdict:
-            return Verdict(
-                temporary=temporary,
-                category=category,
-                action=action,
-                scope=scope,
-                retry_after_s=_retry(action, temporary, retry),
-                rule=rule,
-                code=code,
-                enhanced=enh,
-                provider=name,
-                reasons=tuple(reasons),
-            )
-
         low = body.lower()
         ascii_text = body.isascii()
         # 1. the provider's rules, then generic's (MTA wordings) for everyone
@@ -1105,13 +1134,26 @@ class Classifier:
             hit = self._rules[owner].first_match(code, enh, body, low, ascii_text)
             if hit is not None:
                 reasons.append(f"provider {owner} rule {hit.id} matched")
-                return verdict(hit.category, hit.action, hit.scope, hit.id, hit.retry_after_s)
+                return _verdict(
+                    temporary,
+                    code,
+                    enh,
+                    name,
+                    reasons,
+                    hit.category,
+                    hit.action,
+                    hit.scope,
+                    hit.id,
+                    hit.retry_after_s,
+                )
 
         # 2. cross-provider text rules
         tr = _TEXT_INDEX.first(body, low, ascii_text, cls)
         if tr is not None:
             reasons.append(f"text rule {tr.id} matched")
-            return verdict(tr.category, tr.action, tr.scope, tr.id, None)
+            return _verdict(
+                temporary, code, enh, name, reasons, tr.category, tr.action, tr.scope, tr.id, None
+            )
 
         # 3. the enhanced status code registry
         if enh is not None:
@@ -1128,8 +1170,17 @@ class Classifier:
                 )
             if meaning is not None:
                 reasons.append(f"registry X.{key} ({enh})")
-                return verdict(
-                    meaning.category, meaning.action, meaning.scope, f"rfc3463.X.{key}", None
+                return _verdict(
+                    temporary,
+                    code,
+                    enh,
+                    name,
+                    reasons,
+                    meaning.category,
+                    meaning.action,
+                    meaning.scope,
+                    f"rfc3463.X.{key}",
+                    None,
                 )
 
         # 4. the basic code
@@ -1140,12 +1191,34 @@ class Classifier:
                 meaning = _BASIC_CLASS[cls]
                 rule = f"basic.{cls}xx"
             reasons.append(f"basic code {code}")
-            return verdict(meaning.category, meaning.action, meaning.scope, rule, None)
+            return _verdict(
+                temporary,
+                code,
+                enh,
+                name,
+                reasons,
+                meaning.category,
+                meaning.action,
+                meaning.scope,
+                rule,
+                None,
+            )
         if enh is not None:
             meaning = _BASIC_CLASS.get(enh[0], _BASIC_CLASS["4"])
             reasons.append(f"enhanced class {enh[0]} only")
-            return verdict(
-                meaning.category, meaning.action, meaning.scope, f"basic.{enh[0]}xx", None
+            return _verdict(
+                temporary,
+                code,
+                enh,
+                name,
+                reasons,
+                meaning.category,
+                meaning.action,
+                meaning.scope,
+                f"basic.{enh[0]}xx",
+                None,
             )
         reasons.append("nothing matched")
-        return verdict("other", "retry_soon", "connection", "none", None)
+        return _verdict(
+            temporary, code, enh, name, reasons, "other", "retry_soon", "connection", "none", None
+        )

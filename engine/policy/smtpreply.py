@@ -57,8 +57,53 @@ def parse_reply(text: str, code: int | None = None, enhanced: str | None = None)
     The enhanced code taken from the text is the first one of the basic code's class; when
     none has the right class the first one found is used (Gmail prints ``421 5.7.32``).
     """
-    reasons: list[str] = []
     raw = text if isinstance(text, str) else str(text)
+    # Fast path for the common shape: one line, no DSN prefix, "NNN X.Y.Z text" with the
+    # enhanced code of the basic code's class. Same result as the general path (a property
+    # test holds it to that); anything else falls through.
+    if enhanced is None and "\n" not in raw and "\r" not in raw:
+        line = raw
+        note: tuple[str, ...] = ()
+        m = _LINE_CODE.match(raw)
+        if m is None:
+            # (a line that starts with a code cannot start with a DSN prefix)
+            head = raw[:40].lower()
+            if ";" in head or "diagnostic" in head:
+                line = _PREFIX.sub("", raw, count=1)
+                if line == raw:
+                    line = _DIAG_ONLY.sub("", raw, count=1)
+                if line != raw:
+                    note = ("stripped DSN prefix",)
+                    m = _LINE_CODE.match(line)
+        if m is not None:
+            line_enh = m.group(2)
+            if line_enh is not None:
+                if code is None:
+                    line_code = m.group(1)
+                    if line_enh[0] == line_code[0]:
+                        return ParsedReply(
+                            int(line_code),
+                            line_enh,
+                            line[m.end() :].strip(),
+                            (
+                                *note,
+                                f"parsed code {line_code} from text",
+                                f"enhanced {line_enh} from text",
+                            ),
+                        )
+                elif 200 <= code <= 599 and line_enh[0] == str(code)[0]:
+                    return ParsedReply(
+                        code,
+                        line_enh,
+                        line[m.end() :].strip(),
+                        (*note, f"enhanced {line_enh} from text"),
+                    )
+    return _parse_general(raw, code, enhanced)
+
+
+def _parse_general(raw: str, code: int | None, enhanced: str | None) -> ParsedReply:
+    """Every shape ``parse_reply`` accepts (the fast path there is a shortcut of this)."""
+    reasons: list[str] = []
     stripped = raw
     head = raw[:40].lower()
     if ";" in head or "diagnostic" in head:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.policy.classify import Classifier
-from engine.policy.smtpreply import parse_reply
+from engine.policy.smtpreply import _parse_general, parse_reply
 from engine.policy.types import ACTIONS, CATEGORIES, SCOPES
 from engine.profiles import load_profiles
 
@@ -166,3 +166,30 @@ def test_one_pass_text_index_equals_rule_by_rule(text: str, cls: str) -> None:
     )
     got = _TEXT_INDEX.first(text, text.lower(), text.isascii(), cls)
     assert got is expected, (text, got and got.id, expected and expected.id)
+
+
+FAST_SHAPE = st.builds(
+    lambda pre, code, sep, cls, sub, det, rest: (
+        f"{pre}{code}{sep}{cls}.{sub}.{det} {rest}" if cls else f"{pre}{code}{sep}{rest}"
+    ),
+    st.sampled_from(["", " ", "Diagnostic-Code: smtp; ", "smtp;", "diagnostic-code: ", "x; "]),
+    st.integers(100, 699),
+    st.sampled_from([" ", "-", ",", " #", "  "]),
+    st.sampled_from(["", "2", "4", "5", "9"]),
+    st.integers(0, 1200),
+    st.integers(0, 1200),
+    st.one_of(REPLY_TEXT, st.text(max_size=60)),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(FAST_SHAPE, REPLY_TEXT, st.text(max_size=80)),
+    st.one_of(st.none(), st.integers(-10, 1000)),
+    st.one_of(st.none(), st.sampled_from(["5.1.1", "#4.7.0", "bogus"])),
+)
+def test_parse_fast_path_equals_general_path(
+    text: str, code: int | None, enhanced: str | None
+) -> None:
+    # the single-line shortcut in parse_reply must give exactly what the general parser gives
+    assert parse_reply(text, code, enhanced) == _parse_general(text, code, enhanced)
