@@ -1155,7 +1155,10 @@ class Classifier:
                 temporary, code, enh, name, reasons, tr.category, tr.action, tr.scope, tr.id, None
             )
 
-        # 3. the enhanced status code registry
+        # 3. the enhanced status code registry, 4. the basic code, 5. the enhanced class:
+        # each ends in a registry meaning and the rule that names it
+        meaning: _Meaning | None = None
+        rule = "none"
         if enh is not None:
             _, _, sd = enh.partition(".")
             subject = sd.partition(".")[0]
@@ -1170,55 +1173,22 @@ class Classifier:
                 )
             if meaning is not None:
                 reasons.append(f"registry X.{key} ({enh})")
-                return _verdict(
-                    temporary,
-                    code,
-                    enh,
-                    name,
-                    reasons,
-                    meaning.category,
-                    meaning.action,
-                    meaning.scope,
-                    f"rfc3463.X.{key}",
-                    None,
-                )
-
-        # 4. the basic code
-        if code is not None:
+                rule = f"rfc3463.X.{key}"
+        if meaning is None and code is not None:
             meaning = _BASIC.get(code)
             rule = f"basic.{code}"
             if meaning is None:
                 meaning = _BASIC_CLASS[cls]
                 rule = f"basic.{cls}xx"
             reasons.append(f"basic code {code}")
-            return _verdict(
-                temporary,
-                code,
-                enh,
-                name,
-                reasons,
-                meaning.category,
-                meaning.action,
-                meaning.scope,
-                rule,
-                None,
-            )
-        if enh is not None:
+        if meaning is None and enh is not None:
             meaning = _BASIC_CLASS.get(enh[0], _BASIC_CLASS["4"])
+            rule = f"basic.{enh[0]}xx"
             reasons.append(f"enhanced class {enh[0]} only")
-            return _verdict(
-                temporary,
-                code,
-                enh,
-                name,
-                reasons,
-                meaning.category,
-                meaning.action,
-                meaning.scope,
-                f"basic.{enh[0]}xx",
-                None,
-            )
-        reasons.append("nothing matched")
+        if meaning is None:
+            reasons.append("nothing matched")
+            meaning = _Meaning("other", "retry_soon", "connection")
         return _verdict(
-            temporary, code, enh, name, reasons, "other", "retry_soon", "connection", "none", None
+            temporary, code, enh, name, reasons,
+            meaning.category, meaning.action, meaning.scope, rule, None,
         )
