@@ -8,7 +8,7 @@ used are those of ``engine.policy.types`` (meanings in the reply-vocabulary refe
 
 Pure: no IO, no clocks. Rules are compiled once; provider rules are indexed by basic and
 enhanced code and guarded by literal checks; the cross-provider text stage finds every guard
-literal of every text rule in ONE trie-shaped regex scan (``_GuardIndex``) and then runs only
+literal of every text rule in ONE Aho-Corasick scan (``_GuardIndex``) and then runs only
 the alternatives whose literal occurs, where it occurs - exactly what an in-order search of
 the rules would pick (a property test holds it to that).
 It must not load files (``engine.profiles`` does) nor keep state between calls.
@@ -17,8 +17,11 @@ It must not load files (``engine.profiles`` does) nor keep state between calls.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import ahocorasick
 
 from engine.policy.providers import GENERIC, ProviderMatcher
 from engine.policy.smtpreply import parse_reply
@@ -672,52 +675,19 @@ TEXT_RULES: tuple[TextRule, ...] = (
 )
 
 
-def _trie_regex(literals: set[str]) -> str:
-    """A regex matching any of ``literals`` (longest at a position), shaped as a trie so the
-    engine compares a few characters per position instead of trying every literal."""
-    root: dict[str, dict] = {}  # type: ignore[type-arg]
-    end = ""  # marks "a literal ends here" (no literal is empty)
-    for lit in literals:
-        node = root
-        for ch in lit:
-            node = node.setdefault(ch, {})
-        node[end] = {}
-
-    def emit(node: dict[str, dict]) -> str:  # type: ignore[type-arg]
-        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch != end]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        if end in node:
-            return "(?:" + body + ")?" if len(alts) == 1 else body + "?"
-        return body
-
-    return emit(root)
-
-
 class _GuardIndex:
     """Which of a tuple of guarded regexes matches first, from ONE scan of the lower-cased text.
 
-    One trie-shaped regex finds, at every position, the longest of all the literals the
-    guards use (plain-literal alternatives, literal prefixes of other alternatives, keys).
-    Two literals occurring at one position are prefixes of one another, so that longest one
-    tells every literal there. Then: an entry with a plain literal found certainly matches
-    (``None`` matches everything); an alternative with a literal prefix is matched only
-    where its prefix was found; residual alternatives run only when a key was found (always,
-    without keys) - and only for entries earlier than the best match so far.
+    One Aho-Corasick automaton (C, ``pyahocorasick``) reports every occurrence of every
+    literal the guards use (plain-literal alternatives, literal prefixes of other
+    alternatives, keys) in a single pass. Then: an entry with a plain literal found certainly
+    matches (``None`` matches everything); an alternative with a literal prefix is matched
+    only where its prefix was found; residual alternatives run only when a key was found
+    (always, without keys) - and only for entries earlier than the best match so far.
     Non-ASCII text: a plain in-order search.
     """
 
-    __slots__ = (
-        "_alts",
-        "_guards",
-        "_info",
-        "_keys",
-        "_residual",
-        "_scan",
-        "_sure",
-        "_sure_always",
-    )
+    __slots__ = ("_automaton", "_guards", "_residual", "_sure_always")
 
     def __init__(self, guards: tuple[_Guarded | None, ...]) -> None:
         self._guards = guards
@@ -741,20 +711,23 @@ class _GuardIndex:
                         keys[k] = keys.get(k, 0) | bit
                 else:
                     residual |= bit
-        every = set(sure) | set(keys) | set(alts)
-        # a literal found at a position implies every shorter literal that is its prefix
-        implied = {lit: [p for p in every if lit.startswith(p)] for lit in every}
-        self._sure = {lit: _or(sure.get(p, 0) for p in ps) for lit, ps in implied.items()}
-        self._keys = {lit: _or(keys.get(p, 0) for p in ps) for lit, ps in implied.items()}
-        self._alts = {
-            lit: tuple(sorted((x for p in ps for x in alts.get(p, ())), key=lambda x: x[0]))
-            for lit, ps in implied.items()
-        }
         self._residual = residual
         self._sure_always = sure_always
-        # one lookup per literal found: (sure bits, key bits, alternatives starting with it)
-        self._info = {lit: (self._sure[lit], self._keys[lit], self._alts[lit]) for lit in every}
-        self._scan = re.compile("(?=(" + _trie_regex(every) + "))") if every else None
+        # per literal: (length - 1, sure bits, key bits, alternatives starting with it)
+        every = set(sure) | set(keys) | set(alts)
+        automaton: Any = None
+        if every:
+            automaton = ahocorasick.Automaton()
+            for lit in sorted(every):
+                entry = (
+                    len(lit) - 1,
+                    sure.get(lit, 0),
+                    keys.get(lit, 0),
+                    tuple(sorted(alts.get(lit, ()), key=lambda x: x[0])),
+                )
+                automaton.add_word(lit, entry)
+            automaton.make_automaton()
+        self._automaton = automaton
 
     def first(self, text: str, low: str, ascii_text: bool) -> int:
         """Index of the first entry that matches ``text`` (``low`` is ``text.lower()``),
@@ -768,14 +741,12 @@ class _GuardIndex:
         sure = self._sure_always
         residual = self._residual
         found: list[tuple[int, tuple[tuple[int, re.Pattern[str]], ...]]] = []
-        if self._scan is not None:
-            info = self._info
-            for m in self._scan.finditer(low):
-                s_bits, k_bits, alts = info[m.group(1)]
+        if self._automaton is not None:
+            for end, (back, s_bits, k_bits, alts) in self._automaton.iter(low):
                 sure |= s_bits
                 residual |= k_bits
                 if alts:
-                    found.append((m.start(), alts))
+                    found.append((end - back, alts))
         best = (sure & -sure).bit_length() - 1 if sure else len(guards)
         for pos, alts in found:
             for i, rx in alts:
@@ -813,13 +784,6 @@ class _TextIndex:
         rules, index = self._by_class.get(cls) or self._by_class[""]
         at = index.first(text, low, ascii_text)
         return rules[at] if at >= 0 else None
-
-
-def _or(bits: Iterable[int]) -> int:
-    out = 0
-    for b in bits:
-        out |= b
-    return out
 
 
 _TEXT_INDEX = _TextIndex(TEXT_RULES)
