@@ -1,8 +1,9 @@
 """``inboxlab promote``: admit a tuned policy to a pool and roll it out in stages.
 
 ``promote admit POLICY --pool P --evaluation FILE`` (gates, then 1 %); ``promote status``,
-``advance``, ``rollback`` and ``check`` (judge the canary from warehouse data and advance or
-roll back). Owns only the command-line surface; the work is ``inboxlab.promotion``.
+``advance``, ``rollback``, ``check`` (judge the canary from warehouse data and advance or
+roll back) and ``watch`` (load the engines' events and check, on a timer, until the pool is
+promoted or rolled back). Owns only the command-line surface; the work is ``inboxlab.promotion``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,50 @@ def check_cmd(pool: str = POOL, home: Path | None = HOME, actor: str | None = AC
     typer.echo(f"{pool}: {res['verdict']}: {res['reason']}")
     if "step" in res:
         _say(res["step"])
+
+
+@promote_app.command("watch")
+def watch_cmd(pool: str = POOL, home: Path | None = HOME, actor: str | None = ACTOR,
+              spool: list[str] = typer.Option(  # noqa: B008
+                  [], "--spool", help="engine spool(s) whose events to load before each check"),
+              every: float = typer.Option(60.0, "--every", min=0.0,
+                                          help="seconds between checks"),
+              min_outcomes: int = typer.Option(200, "--min-outcomes", min=1),
+              max_checks: int | None = typer.Option(None, "--max-checks", min=1,
+                                                    help="stop after N checks"),
+              ) -> None:
+    """Run the rollout unattended: load the engines' new events, judge the canary, advance or
+    roll back, every --every seconds, until the pool is promoted or rolled back."""
+    import signal
+    import threading
+
+    from inboxlab.promotion import check, status
+    from inboxlab.warehouse.outbox import ingest_spool
+
+    root = _home(home)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    checks = 0
+    while not stop.is_set():
+        for path in spool:
+            ingest_spool(path, root)
+        st = status(root, pool)
+        if st["state"] != "canary":
+            typer.echo(f"{pool}: {st['state']}: nothing to watch "
+                       f"(current {st['current_version']})")
+            return
+        res = check(root, pool, actor=actor, min_outcomes=min_outcomes)
+        checks += 1
+        typer.echo(f"{pool}: {res['verdict']}: {res['reason']}")
+        if "step" in res:
+            _say(res["step"])
+            if res["step"]["state"] in ("promoted", "rolled_back"):
+                return
+        if max_checks is not None and checks >= max_checks:
+            return
+        stop.wait(every)
+    typer.echo(f"{pool}: watch stopped; the canary stays at its stage")
 
 
 def register(app: typer.Typer) -> None:

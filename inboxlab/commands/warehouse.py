@@ -103,16 +103,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ingest")
     def ingest_cmd(
-        dirs: Annotated[list[str], typer.Argument(help="sim or sandbox run folders")],
+        dirs: Annotated[
+            list[str] | None, typer.Argument(help="sim or sandbox run folders")
+        ] = None,
+        spool: Annotated[
+            list[str] | None,
+            typer.Option("--spool", help="an engine spool (spool.db or the engine's home): "
+                         "load its events outbox incrementally; repeatable"),
+        ] = None,
         home: HomeOpt = None,
     ) -> None:
-        """Ingest run folders holding events.parquet, exactly once per run id."""
+        """Ingest run folders holding events.parquet (exactly once per run id) and engine
+        spools' event outboxes (each row once, only what is new since the last ingest)."""
+        from engine.errors import InputError
         from inboxlab.warehouse import ingest_run_dir
+        from inboxlab.warehouse.outbox import ingest_spool
 
-        for folder in dirs:
+        if not dirs and not spool:
+            raise InputError("ingest needs run folders or --spool PATH")
+        for folder in dirs or []:
             for r in ingest_run_dir(folder, home):
                 state = f"{r.rows} events" if r.loaded else "already loaded: nothing added"
                 typer.echo(f"{folder}: {r.key}: {state}")
+        for path in spool or []:
+            r = ingest_spool(path, home)
+            state = f"{r.rows} new events" if r.loaded else "nothing new"
+            typer.echo(f"{path}: {r.key}: {state}")
 
     @app.command("metrics")
     def metrics_cmd(

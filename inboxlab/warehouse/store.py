@@ -3,7 +3,7 @@
 Layout under the home folder (default ``./var``, or ``INBOXLAB_HOME``)::
 
     events/source=<src>/run=<run_id>/day=<YYYY-MM-DD>/part-<load-key-hash>.parquet
-    ledger.json      one entry per load key; the outbox's last loaded sequence number
+    ledger.json      one entry per load key; each outbox stream's last loaded sequence number
     .ledger.lock     taken (fcntl) by writers only; readers never take it
 
 Exactly-once: every load has a key (``run:<source>:<run_id>``, ``file:<sha256>``, or the
@@ -80,16 +80,18 @@ def _locked(home: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_ledger(home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The ledger as a dict: ``{"loads": {key: {...}}, "outbox_seq": int}``."""
+    """The ledger as a dict: ``{"loads": {key: {...}}, "outbox_seq": int, "outbox":
+    {stream: int}}`` (``outbox_seq`` is the unnamed stream's position)."""
     path = home_dir(home) / "ledger.json"
     if not path.exists():
-        return {"loads": {}, "outbox_seq": 0}
+        return {"loads": {}, "outbox_seq": 0, "outbox": {}}
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable load ledger: {exc}") from exc
     data.setdefault("loads", {})
     data.setdefault("outbox_seq", 0)
+    data.setdefault("outbox", {})
     return data
 
 
@@ -253,9 +255,14 @@ def ingest_run_dir(run_dir: str | os.PathLike[str], home: str | os.PathLike[str]
 
 
 def ingest_outbox(
-    rows_with_seq: pl.DataFrame | list[dict[str, Any]], home: str | os.PathLike[str] | None = None
+    rows_with_seq: pl.DataFrame | list[dict[str, Any]],
+    home: str | os.PathLike[str] | None = None,
+    *,
+    stream: str = "",
 ) -> LoadResult:
-    """Append the engine outbox rows whose ``seq`` is above the last loaded sequence number.
+    """Append the engine outbox rows whose ``seq`` is above the last loaded sequence number
+    of ``stream`` (one position per outbox: each engine spool is its own stream; "" is the
+    unnamed one).
 
     Rows need a non-null ``seq`` (the outbox's monotonic number). Calling again with
     overlapping rows appends only the new tail, so the engine may export at-least-once and the
@@ -267,14 +274,18 @@ def ingest_outbox(
         raise InputError("outbox rows need a seq")
     root = home_dir(home)
     frame = _check(frame)
+    prefix = f"outbox:{stream}:" if stream else "outbox:"
     with _locked(root) as ledger:
-        last = int(ledger["outbox_seq"])
+        last = int(ledger["outbox"].get(stream, 0) if stream else ledger["outbox_seq"])
         new = frame.filter(pl.col("seq") > last).unique("seq", keep="first").sort("seq")
         if new.height == 0:
-            return LoadResult(f"outbox:{last}", 0, 0, False)
+            return LoadResult(f"{prefix}{last}", 0, 0, False)
         top = int(new["seq"].max())  # type: ignore[arg-type]
-        key = f"outbox:{last + 1}-{top}"
+        key = f"{prefix}{last + 1}-{top}"
         files = _write_partitions(root, new, key)
-        ledger["outbox_seq"] = top
+        if stream:
+            ledger["outbox"][stream] = top
+        else:
+            ledger["outbox_seq"] = top
         ledger["loads"][key] = {"rows": new.height, "files": files}
     return LoadResult(key, new.height, files, True)

@@ -3,10 +3,11 @@
 Real processes and sockets on loopback: ``inboxlab sandbox`` (Gmail's and the generic
 receiver's provider models behind SMTP servers), ``inboxlab serve`` (the engine, pool loop-b
 on 127.0.0.4/5, routes to the sandbox ports) and every promotion step through the CLI
-(``inboxlab tune``, ``promote admit/advance/check``). Traffic goes in through the HTTP API;
-the engine's events are exported from its spool into the warehouse (``ingest_outbox``, the
-at-least-once export) while it runs; every assertion about the outcome reads the warehouse
-through ``inboxlab query --format json``.
+(``inboxlab tune``, ``promote admit/advance/check/watch``). Traffic goes in through the HTTP
+API; the engine's events are exported from its spool into the warehouse while it runs
+(``inboxlab ingest --spool`` and ``promote watch --spool``: incremental, each outbox row
+once); every assertion about the outcome reads the warehouse through ``inboxlab query
+--format json``.
 
 Part two: the tuned policy is promoted; a deliberately bad candidate (a faster ramp that
 never retries, ``fixtures/lab-loop/give-up.toml``) wins its own simulation honestly -- the
@@ -131,20 +132,9 @@ def _post(base_url: str, tag: str, n: int, domain: str = "gmail.com") -> list[st
 
 def _export(home: Path) -> None:
     """Load the engine's new outbox events into the warehouse (exactly once per seq)."""
-    from engine.eventio import events_frame
-    from engine.spool import Spool
-    from inboxlab.warehouse.store import ingest_outbox
+    from inboxlab.warehouse.outbox import ingest_spool
 
-    spool = Spool(home / "spool.db", recover=False)
-    try:
-        events, after = [], 0
-        while batch := spool.events_after(after, limit=50_000):
-            events.extend(batch)
-            after = batch[-1].seq or after
-    finally:
-        spool.close()
-    if events:
-        ingest_outbox(events_frame(events), home)
+    ingest_spool(home / "spool.db", home)
 
 
 def _drain(home: Path, engine: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -234,7 +224,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         url = f"http://127.0.0.1:{port}"
         facts["canary_ids"] = _post(url, "c", N_CANARY)
         facts["canary_left"] = _drain(home, engine)
-        _export(home)
+        _cli("ingest", "--spool", str(home / "spool.db"), *h)
         facts["check_good"] = _cli("promote", "check", "--pool", POOL, *h, "--actor", ACTOR,
                                    "--min-outcomes", "50")
         facts["engine_log"] = eng_log
@@ -266,8 +256,10 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         _post(url, "bx", N_BAD_GREY, domain=GENERIC)
         facts["bad_seen"] = (_wait_finished(home, engine, "bg", N_BAD_GMAIL, events=SETTLED)
                              + _wait_finished(home, engine, "bx", N_BAD_GREY, events=SETTLED))
-        facts["check_bad"] = _cli("promote", "check", "--pool", POOL, *h, "--actor", ACTOR,
-                                  "--min-outcomes", "50")
+        # the unattended watcher loads the engine's spool itself and rolls the pool back
+        facts["check_bad"] = _cli("promote", "watch", "--pool", POOL, *h, "--actor", ACTOR,
+                                  "--spool", str(home / "spool.db"), "--every", "0",
+                                  "--max-checks", "1", "--min-outcomes", "50")
         facts["final_record"] = json.loads((home / "promotion" / f"{POOL}.json").read_text())
 
         # (5) after the rollback the running engine sends new mail under the control only
