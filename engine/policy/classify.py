@@ -323,6 +323,18 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "retry_later",
         "recipient",
     ),
+    # Exim's sender verification (``verify = sender``, a callout to our Return-Path domain)
+    # fails with "Sender verify failed", after lines such as "Verification failed for <...>"
+    # and "Unrouteable address" that describe OUR envelope sender, not the recipient
+    # (https://www.exim.org/exim-html-current/doc/html/spec_html/ch-access_control_lists.html).
+    _tr(
+        "sender_verify",
+        ("sender verif",),
+        r"sender verif(?:y|ication) failed",
+        "policy",
+        "fix_auth",
+        "domain",
+    ),
     # Postfix check_sender_access REJECT: "Sender address rejected: Access denied"
     # (https://www.postfix.org/access.5.html) is about our sender, not the recipient.
     _tr(

@@ -119,9 +119,10 @@ CASES: list[tuple[str, str, str]] = [
     ),
     # Exim
     (
+        # a callout to OUR Return-Path failed: fix the sending domain, keep the recipient
         "550-Verification failed for <bounce@example.com>\n550-Unrouteable address\n550 Sender verify failed",
-        "mailbox_unknown",
-        "suppress_recipient",
+        "policy",
+        "fix_auth",
     ),
     ("550 Administrative prohibition", "policy", "dead_letter"),
     ("451 Temporary local problem - please try later", "connection", "retry_soon"),
