@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
             "--time-scale", help="Model seconds per real second.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         providers: Annotated[str, typer.Option("--providers", help="Comma-separated subset.")] = "",
+        dns: Annotated[str | None, typer.Option(
+            "--dns", help="HOST:PORT of a DNS server (inboxlab dns serve): check DKIM, SPF "
+            "and DMARC with real lookups instead of the config's tables.")] = None,
     ) -> None:
         """Run one SMTP server per provider until interrupted; print where each listens."""
         import asyncio
@@ -32,7 +35,7 @@ def register(app: typer.Typer) -> None:
         if time_scale is not None and time_scale <= 0:
             raise InputError("--time-scale must be > 0")
         only = [p.strip() for p in providers.split(",") if p.strip()] or None
-        cfg = load_config(config, only=only, time_scale=time_scale)
+        cfg = load_config(config, only=only, time_scale=time_scale, dns=dns)
 
         async def main() -> None:
             box = Sandbox(cfg, home or Path("var"))

@@ -65,6 +65,7 @@ class SandboxConfig:
     spf: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dmarc: dict[str, str] = field(default_factory=dict)  # domain -> "v=DMARC1; p=..."
     strict_domains: bool = False
+    dns: str = ""  # "host:port" of a DNS server: auth facts from real lookups, not the tables
 
 
 def _num(file: str, key: str, value: Any, lo: float = 0.0, hi: float = float("inf")) -> float:
@@ -100,9 +101,11 @@ def _faults(file: str, key: str, raw: Any) -> FaultSpec:
 
 
 def load_config(
-    path: str | Path, *, only: list[str] | None = None, time_scale: float | None = None
+    path: str | Path, *, only: list[str] | None = None, time_scale: float | None = None,
+    dns: str | None = None,
 ) -> SandboxConfig:
-    """Read and check a sandbox config; ``only`` keeps a subset of its providers."""
+    """Read and check a sandbox config; ``only`` keeps a subset of its providers; ``dns``
+    (host:port) overrides the config's ``dns`` key."""
     path = Path(path)
     file = str(path)
     raw = read_toml(path)
@@ -163,6 +166,17 @@ def load_config(
             isinstance(v, str) and v.startswith("v=DMARC1") for v in dmarc.values()):
         raise ConfigError(file, "dmarc", 'expected domain = "v=DMARC1; p=none|quarantine|reject"')
     scale = time_scale if time_scale is not None else raw.get("time_scale", 1.0)
+    dns_server = dns if dns is not None else raw.get("dns", "")
+    if not isinstance(dns_server, str):
+        raise ConfigError(file, "dns", f"expected \"host:port\", got {dns_server!r}")
+    if dns_server:
+        from engine.errors import InputError
+        from sim.dns.auth import parse_server
+
+        try:
+            parse_server(dns_server)
+        except InputError as exc:
+            raise ConfigError(file, "dns", str(exc)) from None
     return SandboxConfig(
         file=file,
         host=str(raw.get("host", "127.0.0.1")),
@@ -179,4 +193,5 @@ def load_config(
         spf=spf,
         dmarc={k.lower().rstrip("."): v for k, v in dmarc.items()},
         strict_domains=bool(raw.get("strict_domains", False)),
+        dns=dns_server,
     )

@@ -1,13 +1,15 @@
 """What the sandbox reads from a message and the reports it writes back.
 
-Owns ``message_facts`` (DKIM verification with dkimpy against the config's key records,
-never real DNS, only for messages that carry a DKIM-Signature header and cached per
-message; SPF from the config's records; Message-ID, From domain, link domains, lane, read
-by a cheap header scan rather than ``email.parser``) and the builders of an RFC 5965 ARF complaint and an RFC 3464 DSN. Pure
-functions over bytes; no sockets.
+Owns ``message_facts`` (DKIM verification with dkimpy, only for messages that carry a
+DKIM-Signature header and cached per message; SPF; Message-ID, From domain, link domains,
+lane, read by a cheap header scan rather than ``email.parser``) and the builders of an RFC
+5965 ARF complaint and an RFC 3464 DSN. Pure functions over bytes; no sockets of its own.
 
-DMARC: a From domain has a record when it (or its organizational domain) is in the
-config's ``[dmarc]`` table; the model decides alignment.
+Authentication facts come from one of two places: the config's tables (``dkim_keys``,
+``spf`` IP lists, ``dmarc``: a From domain has a record when it or its organizational
+domain is listed), or - when the config names a DNS server - real lookups on that server
+through ``sim.dns.auth.DnsAuth`` (DKIM key records, RFC 7208 SPF evaluation, RFC 7489
+DMARC discovery). The model decides alignment.
 
 Lane: taken from an ``X-Inboxlab-Lane`` header when present; otherwise mail with a
 ``List-Unsubscribe`` header counts as lifecycle and other mail as transactional.
@@ -20,14 +22,18 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import formatdate, parseaddr
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import dkim
 
 from sim.providers.domains import org_domain
 from sim.providers.facts import Consequence, MessageFacts
+
+if TYPE_CHECKING:
+    from sim.dns.auth import DnsAuth
 
 _LINK = re.compile(rb"https?://([A-Za-z0-9.-]+)", re.IGNORECASE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -104,13 +110,21 @@ def _from_domain(value: str) -> str:
     return addr.rsplit("@", 1)[1].lower() if "@" in addr else ""
 
 
-def _verify(data: bytes, keys: Mapping[str, str],
-            looked_up: list[tuple[str, str | None]]) -> str | None:
+Records = Mapping[str, str] | Callable[[str], str | None]
+
+
+def _getter(keys: Records) -> Callable[[str], str | None]:
+    return keys.get if isinstance(keys, Mapping) else keys
+
+
+def _verify(data: bytes, keys: Records, looked_up: list[tuple[str, str | None]]) -> str | None:
+    get = _getter(keys)
+
     def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
         text = (name.decode() if isinstance(name, bytes) else name).lower().rstrip(".")
-        record = keys.get(text)
+        record = get(text)
         looked_up.append((text, record))
-        return record.encode() if record is not None else None
+        return record.encode("latin-1", "replace") if record is not None else None
 
     try:
         d = dkim.DKIM(data, minkey=1024)
@@ -122,21 +136,23 @@ def _verify(data: bytes, keys: Mapping[str, str],
     return None
 
 
-def dkim_domain(data: bytes, keys: Mapping[str, str], *, signed: bool | None = None) -> str | None:
+def dkim_domain(data: bytes, keys: Records, *, signed: bool | None = None) -> str | None:
     """d= of the first DKIM signature that verifies against ``keys``, else None.
 
-    ``signed`` tells whether the message has a DKIM-Signature header (None: look). Results
-    are cached by the message's sha-256 together with the key records the verification
-    read, so a resent message (same bytes, same records) is not verified twice; a changed
-    record misses the cache.
+    ``keys`` maps ``selector._domainkey.domain`` to its key record, or is a function giving
+    the record of a name (the DNS: ``DnsAuth.dkim_record``). ``signed`` tells whether the
+    message has a DKIM-Signature header (None: look). Results are cached by the message's
+    sha-256 together with the key records the verification read, so a resent message (same
+    bytes, same records) is not verified twice; a changed record misses the cache.
     """
     if signed is None:
         signed = "dkim-signature" in scan_headers(split_message(data)[0])
-    if not signed or not keys:
+    if not signed or (isinstance(keys, Mapping) and not keys):
         return None
+    get = _getter(keys)
     digest = hashlib.sha256(data).digest()
     hit = _dkim_cache.get(digest)
-    if hit is not None and all(keys.get(name) == record for name, record in hit[0]):
+    if hit is not None and all(get(name) == record for name, record in hit[0]):
         _dkim_cache.move_to_end(digest)
         return hit[1]
     looked_up: list[tuple[str, str | None]] = []
@@ -157,8 +173,11 @@ def spf_result(mail_from: str, source_ip: str, records: Mapping[str, tuple[str, 
 def message_facts(
     data: bytes, *, mail_from: str, recipients: tuple[str, ...], source_ip: str,
     dkim_keys: Mapping[str, str], spf: Mapping[str, tuple[str, ...]], ref: str = "",
-    dmarc: Mapping[str, str] | None = None,
+    dmarc: Mapping[str, str] | None = None, auth: DnsAuth | None = None, helo: str = "",
 ) -> MessageFacts:
+    """What the models need to know of one message. With ``auth`` (the sandbox's config
+    names a DNS server) DKIM keys, SPF and DMARC come from real lookups through it and the
+    config's tables are not read; a failed lookup reads as "not authenticated"."""
     head, body = split_message(data)
     headers = scan_headers(head)
     lane = headers.get("x-inboxlab-lane", "").strip().lower()
@@ -169,18 +188,24 @@ def message_facts(
     links = tuple(dict.fromkeys(m.group(1).decode().lower().rstrip(".")
                                 for m in _LINK.finditer(scanned))) if b"://" in scanned else ()
     spf_domain = mail_from.rsplit("@", 1)[1].lower() if "@" in mail_from else None
-    records = dmarc or {}
-    # RFC 7489 §6.6.3: the From domain's record, else its organizational domain's.
-    has_dmarc = bool(from_domain) and (from_domain in records
-                                       or org_domain(from_domain) in records)
     signed = "dkim-signature" in headers
+    if auth is not None:
+        dkim_d, spf_pass, has_dmarc = _dns_auth(data, auth, mail_from, helo, source_ip,
+                                                from_domain, signed)
+    else:
+        records = dmarc or {}
+        # RFC 7489 §6.6.3: the From domain's record, else its organizational domain's.
+        has_dmarc = bool(from_domain) and (from_domain in records
+                                           or org_domain(from_domain) in records)
+        dkim_d = dkim_domain(data, dkim_keys, signed=signed) if signed and dkim_keys else None
+        spf_pass = spf_result(mail_from, source_ip, spf)
     return MessageFacts(
         mail_from=mail_from,
         recipients=recipients,
         message_id=headers.get("message-id", "").strip(),
-        dkim_domain=dkim_domain(data, dkim_keys, signed=signed) if signed and dkim_keys else None,
+        dkim_domain=dkim_d,
         spf_domain=spf_domain,
-        spf_pass=spf_result(mail_from, source_ip, spf),
+        spf_pass=spf_pass,
         from_domain=from_domain,
         dmarc_record=has_dmarc,
         link_domains=links[:16],
@@ -188,6 +213,24 @@ def message_facts(
         size=len(data),
         ref=ref,
     )
+
+
+def _dns_auth(data: bytes, auth: DnsAuth, mail_from: str, helo: str, source_ip: str,
+              from_domain: str, signed: bool) -> tuple[str | None, bool, bool]:
+    """(DKIM d= that verified, SPF passed, a DMARC record applies) from real DNS."""
+    from engine.errors import InputError
+    from sim.dns.auth import DnsUnavailable
+
+    try:
+        spf_pass = auth.spf(mail_from, helo, source_ip) == "pass"
+    except InputError:  # a source address SPF cannot read (not an IP) fails it
+        spf_pass = False
+    try:
+        has_dmarc = bool(from_domain) and auth.dmarc(from_domain) is not None
+    except DnsUnavailable:
+        has_dmarc = False
+    dkim_d = dkim_domain(data, auth.dkim_record, signed=True) if signed else None
+    return dkim_d, spf_pass, has_dmarc
 
 
 def _boundary() -> str:

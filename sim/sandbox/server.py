@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
@@ -56,6 +56,9 @@ from sim.providers.model import ProviderModel
 from sim.sandbox.config import ProviderServer, SandboxConfig
 from sim.sandbox.messages import build_arf, build_dsn, message_facts, split_message
 from sim.sandbox.store import MailStore
+
+if TYPE_CHECKING:
+    from sim.dns.auth import DnsAuth
 
 log = logging.getLogger("inboxlab.sandbox")
 STOP_DRAIN_S = 1.0  # how long ``stop`` waits for feedback reports in flight
@@ -380,7 +383,7 @@ class _Handler:
         facts = message_facts(
             data, mail_from=envelope.mail_from or "", recipients=recipients,
             source_ip=server.source_ip, dkim_keys=cfg.dkim_keys, spf=cfg.spf,
-            dmarc=cfg.dmarc)
+            dmarc=cfg.dmarc, auth=p.sandbox.auth, helo=session.host_name or "")
         now = p.sandbox.clock.now()
         outcome = p.model.data(server.ms, now, facts)
         reply = outcome.reply
@@ -424,6 +427,12 @@ class Sandbox:
         self.run_id = run_id or f"sandbox-{int(time.time())}"
         self.events = EventLog(self.home / "events.jsonl", self.run_id)
         self.store = MailStore(self.home)
+        # auth facts from real DNS lookups when the config names a server (sim.dns.auth)
+        self.auth: DnsAuth | None = None
+        if config.dns:
+            from sim.dns.auth import DnsAuth
+
+            self.auth = DnsAuth(config.dns)
         self.providers = {spec.name: Provider(spec, self) for spec in config.providers}
         self.addresses: dict[str, tuple[str, int]] = {}
         self.pending_originals: dict[tuple[str, str, str], bytes] = {}
