@@ -1,6 +1,8 @@
 """The demo's steps, in order, with every child process stopped on any exit.
 
-Owns ``DemoOptions`` and ``run_demo``: start the sandbox (``inboxlab sandbox --json``) and
+Owns ``DemoOptions`` and ``run_demo``: start a DNS server with the demo lab's zone
+(``inboxlab dns serve``), the sandbox checking authentication against it (``inboxlab sandbox
+--json --dns``) and
 the warmup simulation (``inboxlab sim run warmup-30d``) side by side, tune the warming pool's
 policy in a tiny simulation and stage the winner as a 10 % canary through the promotion gates
 (``inboxlab.demo.promotion``; a refusal is reported, not fatal), start the engine
@@ -63,26 +65,23 @@ class DemoResult:
     timings: dict[str, float]
 
 
-def sandbox_config(run_dir: Path) -> Path:
-    """The demo sandbox config with the demo DKIM keys and SPF records, in ``run_dir``."""
+def dns_zone(run_dir: Path) -> Path:
+    """The demo lab's DNS zone (DKIM key records of the demo signing keys, SPF listing the
+    demo pools' source addresses, DMARC, the bounce MX), written to ``run_dir``."""
     from engine.config import load_config
-    from engine.dkim import load_signer, public_key_record
+    from sim.dns.zone import lab_zone
 
-    lab = load_config(DEMO / "lab.toml")
-    keys: dict[str, str] = {}
-    for domain, model in lab.domains.items():
-        for k in model.dkim:
-            key_file = (DEMO / k.key_file).resolve()  # relative to the config, as the engine reads it
-            signer = load_signer(domain, k.selector, key_file, k.algorithm)
-            keys[f"{k.selector}._domainkey.{domain}"] = public_key_record(signer)
-    ips = sorted({ip for p in lab.pools.values() for ip in p.source_ips})
+    out = run_dir / "lab.zone"
+    out.write_text(lab_zone(load_config(DEMO / "lab.toml")))
+    return out
+
+
+def sandbox_config(run_dir: Path) -> Path:
+    """The demo sandbox config (models from the fixtures) in ``run_dir``; authentication is
+    checked against the demo's DNS server (``--dns``), not config tables."""
     text = (DEMO / "sandbox.toml").read_text()
     text = re.sub(r"(?m)^models_dir = .*$",
                   "models_dir = " + json.dumps(str(FIXTURES / "models")), text)
-    text += "\n[dkim_keys]\n" + "".join(f"{json.dumps(n)} = {json.dumps(v)}\n"
-                                          for n, v in sorted(keys.items()))
-    text += "\n[spf]\n" + "".join(f"{json.dumps(d.return_path or d_name)} = {json.dumps(ips)}\n"
-                                   for d_name, d in sorted(lab.domains.items()))
     out = run_dir / "sandbox.toml"
     out.write_text(text)
     return out
@@ -144,12 +143,23 @@ def _run(opts: DemoOptions, home: Path, run: str, run_dir: Path, kids: Any, out:
     _step(err, f"simulating warmup-30d (scale {opts.sim_scale}, seed {opts.seed}) in the "
                "background")
 
-    # 2. the sandbox
+    # 2. the DNS server (the lab's zone: DKIM, SPF, DMARC), then the sandbox, which checks
+    # every message's authentication with real lookups on it
+    with err.status("starting the DNS server (the demo lab's zone)"):
+        zone = dns_zone(run_dir)
+        kids.start("dns", inboxlab_cmd("dns", "serve", "--zone", str(zone), "--json"),
+                   log=logs / "dns.log", pipe=True)
+        line = kids.first_line("dns", 30, logs / "dns.log")
+        try:
+            dns_addr = str(json.loads(line)["dns"])
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"the DNS server printed no address: {line[:200]}") from None
+    _step(err, f"dns: {dns_addr} serving {zone.name} (DKIM, SPF, DMARC)")
     with err.status("starting the sandbox (one SMTP server per provider model)"):
         cfg = sandbox_config(run_dir)
         kids.start("sandbox", inboxlab_cmd("sandbox", "--config", str(cfg), "--home",
-                                           str(run_dir), "--json"), log=logs / "sandbox.log",
-                   pipe=True)
+                                           str(run_dir), "--json", "--dns", dns_addr),
+                   log=logs / "sandbox.log", pipe=True)
         line = kids.first_line("sandbox", 30, logs / "sandbox.log")
         try:
             addrs = {k: v.rsplit(":", 1) for k, v in json.loads(line).items()}

@@ -276,3 +276,17 @@ def test_promotion_refused_by_the_gates_is_reported(tmp_path: Path,
     lines = step.describe(res, tmp_path)
     assert lines[0] == f"promotion: mkt-b refused: {res.message}"
     assert not any("promote status" in ln for ln in lines)  # no record to show yet
+
+
+def test_authentication_was_checked_through_the_dns_server(demo: dict[str, Any]) -> None:
+    run_dir = next((demo["home"] / "demo").iterdir())
+    zone = (run_dir / "lab.zone").read_text()
+    assert "._domainkey." in zone and "v=spf1" in zone and "v=DMARC1" in zone
+    said = (run_dir / "logs" / "dns.log").read_text()
+    m = re.search(r"dns: stopped after (\d+) udp and (\d+) tcp queries", said)
+    assert m, said[-2000:]
+    assert int(m.group(1)) + int(m.group(2)) > 0, "the sandbox never asked the DNS server"
+    # the engine's mail authenticated: no provider refused it as unauthenticated
+    refused = _query(demo["home"], "SELECT count(*) AS n FROM events WHERE source = 'sandbox' "
+                                   "AND lower(response) LIKE '%unauthenticated%'")[0]["n"]
+    assert refused == 0
