@@ -32,6 +32,9 @@ class AudienceTable:
     provider: np.ndarray  # int16 index into providers
     kind: np.ndarray  # int8 kind code
     dies_at: np.ndarray  # float64: the mailbox is abandoned (decays) at this time
+    # int16 UTC offset in minutes per recipient, or None when the list's time zones are
+    # unknown (send windows then never hold its mail back)
+    utc_offset: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.provider.shape[0])
@@ -89,5 +92,11 @@ def build(spec: Audience, domains: dict[str, str], rng: np.random.Generator, sta
         dies = start + rng.exponential(1.0 / rate, size=n)
     else:
         dies = np.full(n, np.inf)
+    offsets = None
+    if spec.timezones:
+        # drawn last, so a list without time zones draws exactly what it drew before
+        zones = np.array(sorted(spec.timezones), dtype=np.int16)
+        w = np.array([spec.timezones[int(z)] for z in zones], dtype=float)
+        offsets = zones[rng.choice(len(zones), size=n, p=w / w.sum())]
     return AudienceTable(providers=names, domains=tuple(domains[x] for x in names),
-                         provider=prov, kind=kind, dies_at=dies)
+                         provider=prov, kind=kind, dies_at=dies, utc_offset=offsets)

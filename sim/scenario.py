@@ -40,6 +40,9 @@ class Audience:
     trap_clusters: int = 0
     catch_all: float = 0.0
     decay_per_month: float = 0.0
+    # UTC offset (minutes) -> share of recipients; empty: time zones unknown, so send
+    # windows never hold mail back (the core's rule for an unknown offset)
+    timezones: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,7 +210,8 @@ def _start(r: _R) -> float:
 def _audience(data: Any, file: str, scale: float) -> Audience:
     r = _R(data, file, "audience", ("size", "mix", "engaged", "invalid", "role",
                                      "role_complaint", "pristine_traps", "recycled_traps",
-                                     "trap_clusters", "catch_all", "decay_per_month"))
+                                     "trap_clusters", "catch_all", "decay_per_month",
+                                     "timezones"))
     mix = r.data.get("mix")
     if not isinstance(mix, Mapping) or not mix:
         raise ConfigError(file, "audience.mix", "expected a table provider = weight")
@@ -225,7 +229,30 @@ def _audience(data: Any, file: str, scale: float) -> Audience:
         raise ConfigError(file, "audience", "address shares add up to more than 1")
     return Audience(size=max(1, round(r.num("size", lo=1) * scale)),
                     mix={str(k): float(v) for k, v in mix.items()},
-                    trap_clusters=int(r.num("trap_clusters", 0)), **shares)
+                    trap_clusters=int(r.num("trap_clusters", 0)),
+                    timezones=_timezones(r.data.get("timezones", {}), file), **shares)
+
+
+def _timezones(raw: Any, file: str) -> dict[int, float]:
+    """``{"-300" = 0.47, ...}``: UTC offsets in minutes (-720..840) -> shares (> 0 in sum)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, "audience.timezones", "expected a table \"offset minutes\" = share")
+    out: dict[int, float] = {}
+    for k, v in raw.items():
+        key = f"audience.timezones.{k}"
+        try:
+            offset = int(str(k))
+        except ValueError:
+            raise ConfigError(file, key, "expected a UTC offset in minutes, e.g. \"-300\"") \
+                from None
+        if not -720 <= offset <= 840:
+            raise ConfigError(file, key, f"UTC offset {offset} is outside -720..840 minutes")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(file, key, f"expected a share >= 0, got {v!r}")
+        out[offset] = float(v)
+    if out and sum(out.values()) <= 0:
+        raise ConfigError(file, "audience.timezones", "shares sum to zero")
+    return out
 
 
 def _stream(data: Any, file: str, i: int, scale: float) -> Stream:
