@@ -62,6 +62,9 @@ from sim.traffic import Traffic
 DAY = 86400.0
 MIN_GAP_S = 1.0  # the driver never wakes more often than once a simulated second
 CONSEQ_GAP_S = 60.0  # model consequences are drained at most once a simulated minute
+# expiries ride along with the next wake-up for any other reason (at the latest the
+# next arrival slice): a run of expiries costs no wake of its own
+EXPIRY_SLACK_S = 300.0
 _EV_COLS = ("ts", "event", "message_id", "recipient", "provider", "pool", "source_ip",
             "lane", "tenant", "sending_domain", "campaign", "attempt", "smtp_code",
             "enhanced_code", "response", "category", "action", "rule", "state", "reason",
@@ -241,7 +244,7 @@ class World:
                 self._pump(now)
                 self.wakeups += 1
             cands = [next_slice, self.feedback.next_report - self.start]
-            w = self.scheduler.next_wakeup()
+            w = self.scheduler.next_wakeup(expiry_slack_s=EXPIRY_SLACK_S)
             if w is not None:
                 cands.append(w - self.start)
             sched_at = max(min(cands), rel + MIN_GAP_S)

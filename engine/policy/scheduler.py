@@ -284,7 +284,7 @@ class _Control:
 class _Path:
     """One pool x source IP x provider: a bucket and maybe a warmup counter."""
 
-    __slots__ = ("bucket", "control", "ip", "pool", "provider", "warmup")
+    __slots__ = ("bucket", "control", "ip", "memo", "pool", "provider", "warmup")
 
     def __init__(self, pool: str, ip: str, provider: str, bucket: TokenBucket,
                  control: _Control, warmup: WarmupCounter | None) -> None:
@@ -294,6 +294,8 @@ class _Path:
         self.bucket = bucket
         self.control = control
         self.warmup = warmup
+        # (factor, its connection plan, its dispatch reason): rebuilt when the factor moves
+        self.memo: tuple[float, ConnectionPlan, str] | None = None
 
 
 def basic_verdict(provider: str, code: int | None, text: str) -> Verdict:
@@ -341,6 +343,9 @@ class Scheduler:
         self._queues: list[_Queue] = []
         self._queue_of: dict[tuple[str, str, str, str, int | None], _Queue] = {}
         self._by_provider: dict[str, dict[Lane, list[_Queue]]] = {}
+        # per provider, per path: each lane's queues that path may ever carry, with the
+        # pools whose overflow it is (None: on the queue's route); rebuilt on a new queue
+        self._reach: dict[str, list[list[tuple[Lane, list[tuple[_Queue, tuple[str, ...] | None]]]]]] = {}
         self._backlog: dict[str, int] = {}
         self._rotate: dict[tuple[str, Lane], int] = {}
         self._timers: list[tuple[float, int]] = []
@@ -532,6 +537,7 @@ class Scheduler:
         self._queue_of[(lane, tenant, domain, provider, offset)] = queue
         self._ensure_paths(provider)
         self._by_provider[provider][lane].append(queue)
+        self._reach.pop(provider, None)
         return queue
 
     def _ensure_paths(self, provider: str) -> None:
@@ -681,13 +687,19 @@ class Scheduler:
                 out.append(dec)
         return out
 
-    def next_wakeup(self) -> float | None:
-        """The earliest time something may change without new input (None: nothing)."""
+    def next_wakeup(self, *, expiry_slack_s: float = 0.0) -> float | None:
+        """The earliest time something may change without new input (None: nothing).
+
+        ``expiry_slack_s`` (>= 0) lets a driver that batches its wake-ups (a simulator) take
+        expiries up to that much later than the expiry wheel's 16 s: only the expiry
+        wake-up moves. Nothing is sent after its deadline either way (``due`` expires stale
+        messages it meets), and any call at or after a deadline still expires the message.
+        """
         cands = [self._hint]
         if self._timers:
             cands.append(self._timers[0][0])
         if self._wheel_keys:
-            cands.append((self._wheel_keys[0] + 1) * _WHEEL_S)
+            cands.append((self._wheel_keys[0] + 1) * _WHEEL_S + max(0.0, expiry_slack_s))
         for ctrl in self._controls.values():
             for t in (ctrl.breaker.next_change(), ctrl.automation.next_change()):
                 if t is not None:
@@ -713,7 +725,7 @@ class Scheduler:
                       out: list[Dispatch]) -> None:
         paths = self._paths[provider]
         capped: set[str] = set()
-        # only an overflow pool ever reads ``capped`` (see ``_may_use``)
+        # only an overflow pool ever reads ``capped`` (see ``_reachable``)
         for pool_name, counter in self._warmups.items() if self._overflow else ():
             if all((counter.remaining(p.ip, provider, now) or 0) == 0 and
                    counter.remaining(p.ip, provider, now) is not None
@@ -721,7 +733,10 @@ class Scheduler:
                 capped.add(pool_name)
         splitter = self._splitters[provider]
         window_open: dict[int, bool] = {}  # per queue: its send window at ``now``
-        for path in paths:
+        reach = self._reach.get(provider)
+        if reach is None:
+            reach = self._reach[provider] = [self._reachable(path, lanes) for path in paths]
+        for k, path in enumerate(paths):
             if self._backlog[provider] <= 0:
                 return
             budget = path.bucket.available(now)
@@ -729,9 +744,25 @@ class Scheduler:
             if warm_left is not None:
                 budget = min(budget, warm_left)
             eligible: dict[Lane, list[_Queue]] = {}
-            for lane, queues in lanes.items():
-                ok = [q for q in queues if q.live > 0 and self._may_use(q, path, capped, now,
-                                                                         window_open)]
+            for lane, entries in reach[k]:
+                ok: list[_Queue] = []
+                for q, over in entries:
+                    # may ``path`` carry ``q`` now: the route part is precomputed; a
+                    # capped warming pool's overflow; the send window (judged once per
+                    # queue per ``due`` call; a closed one sets the wake-up hint)
+                    if q.live <= 0:
+                        continue
+                    if over is not None and (not capped or not any(p in capped for p in over)):
+                        continue
+                    if q.window is not None:
+                        is_open = window_open.get(q.index)
+                        if is_open is None:
+                            is_open = window_open[q.index] = in_window(now, q.offset, q.window)
+                            if not is_open:
+                                self._hint = min(self._hint, next_open(now, q.offset, q.window))
+                        if not is_open:
+                            continue
+                    ok.append(q)
                 if ok:
                     eligible[lane] = ok
             if not eligible:
@@ -773,28 +804,24 @@ class Scheduler:
                         and any(q.live > 0 for qs in eligible.values() for q in qs)):
                     self._hint = min(self._hint, now + path.bucket.time_until(1, now))
 
-    def _may_use(self, q: _Queue, path: _Path, capped: set[str], now: float,
-                 window_open: dict[int, bool]) -> bool:
-        """Whether ``path`` may carry ``q``'s mail at ``now`` (its route, or an overflow
-        from a capped warming pool, and its send window -- judged once per queue per
-        ``due`` call through ``window_open``; a closed window sets the wake-up hint)."""
-        ips = q.routes.get(path.pool)
-        if ips is None:
-            # overflow: a warming pool of this route is capped today and points here
-            if not capped or not any(
-                    p in capped and self.params.pools[p].overflow_to == path.pool
-                    for p in q.routes):
-                return False
-        elif path.ip not in ips:
-            return False
-        if q.window is not None:
-            is_open = window_open.get(q.index)
-            if is_open is None:
-                is_open = window_open[q.index] = in_window(now, q.offset, q.window)
-                if not is_open:
-                    self._hint = min(self._hint, next_open(now, q.offset, q.window))
-            return is_open
-        return True
+    def _reachable(self, path: _Path, lanes: dict[Lane, list[_Queue]]
+                   ) -> list[tuple[Lane, list[tuple[_Queue, tuple[str, ...] | None]]]]:
+        """Per lane, the queues ``path`` may ever carry (the static part of ``_may_use``):
+        on the queue's route (None) or as the overflow of the listed warming pools."""
+        pools = self.params.pools
+        out: list[tuple[Lane, list[tuple[_Queue, tuple[str, ...] | None]]]] = []
+        for lane, queues in lanes.items():
+            entries: list[tuple[_Queue, tuple[str, ...] | None]] = []
+            for q in queues:
+                ips = q.routes.get(path.pool)
+                if ips is None:
+                    over = tuple(p for p in q.routes if pools[p].overflow_to == path.pool)
+                    if over:
+                        entries.append((q, over))
+                elif path.ip in ips:
+                    entries.append((q, None))
+            out.append((lane, entries))
+        return out
 
     def _take_lane(self, provider: str, lane: Lane, queues: list[_Queue], n: int, path: _Path,
                    now: float, blocked: set[int], out: list[Dispatch], why: str) -> int:
@@ -819,13 +846,18 @@ class Scheduler:
                 if ids:
                     taken += len(ids)
                     self._charge(q, len(ids), now)
-                    plan = connection_plan(path.control.shaping, path.control.factor)
+                    factor = path.control.factor
+                    memo = path.memo
+                    if memo is None or memo[0] != factor:
+                        memo = path.memo = (
+                            factor, connection_plan(path.control.shaping, factor),
+                            f"path {path.pool}/{path.ip} factor {factor:g}")
+                    plan = memo[1]
                     out.append(Dispatch(
                         lane=lane, tenant=q.tenant, sending_domain=q.domain, provider=provider,
                         pool=path.pool, source_ip=path.ip, ids=tuple(ids),
                         messages_per_connection=plan.messages_per_connection,
-                        max_connections=plan.max_connections,
-                        reasons=(why, f"path {path.pool}/{path.ip} factor {path.control.factor:g}"),
+                        max_connections=plan.max_connections, reasons=(why, memo[2]),
                     ))
                 if q.live > 0 and limit >= want:
                     nxt.append(q)

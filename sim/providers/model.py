@@ -548,23 +548,31 @@ _NAMED_CODE: dict[MailboxKind | None, int] = {
 def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
                    recipients: Sequence[str], refs: Sequence[str], per_connection: int,
                    tls: bool, rng: np.random.Generator) -> BatchReplies:
+    """The body of ``ProviderModel.deliver_batch``. Dispatches are mostly a few messages
+    (a throttled path hands out a token or two per wake), where a numpy call costs more
+    than the Python it replaces: per-message work is plain list code (one pass each),
+    numpy only draws the randomness (the same calls for any size, so draws repeat)."""
     m._apply_due(now)
     p = m.params
     n = len(recipients)
     nb = netblock_of(source_ip)
     table = _Table()
-    tid = np.zeros(n, dtype=np.int32)
+    tid = [0] * n
     per_connection = max(1, per_connection)
     m._sessions += -(-n // per_connection)
     m.ip_first_seen.setdefault(source_ip, now)
+    stats = m.stats
 
     def finish(consequences: int = 0) -> BatchReplies:
-        codes = np.asarray(table.codes, dtype=np.int32)[tid] if n else np.zeros(0, np.int32)
-        return BatchReplies(codes, tid, table.lines, table.enhanced, table.kinds, consequences)
+        tc = table.codes
+        codes = np.array([tc[t] for t in tid] if len(tc) > 1 else tc * n, dtype=np.int32)
+        return BatchReplies(codes, np.array(tid, dtype=np.int32), table.lines, table.enhanced,
+                            table.kinds, consequences)
 
     def all_get(r: Reply) -> BatchReplies:
-        tid[:] = table.add(r)
-        m.stats[r.kind] = m.stats.get(r.kind, 0) + n - 1
+        t = table.add(r)
+        tid[:] = [t] * n
+        stats[r.kind] = stats.get(r.kind, 0) + n - 1
         return finish()
 
     if n == 0:
@@ -587,7 +595,7 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
         return all_get(m.reply("bad_address", recipient=sender))
     if facts.size > p.max_message_bytes:
         return all_get(m.reply("too_large", size=str(p.max_message_bytes)))
-    # RCPT: per recipient
+    # RCPT: per recipient (rv[i] == _R_OK is a recipient that passed)
     uf, ff = p.unknown_fraction, p.full_fraction
     cache = m.kind_cache
     kinds: list[MailboxKind | None] = []
@@ -596,18 +604,16 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
         if k is _UNSEEN:
             k = cache[rcpt] = mailbox_kind(rcpt, uf, ff) if valid_address(rcpt) else None
         kinds.append(k)  # type: ignore[arg-type]
-    rv_codes = _RCPT_CODE
-    rv = np.array([rv_codes.get(k, _R_OK) for k in kinds], dtype=np.int8)
+    rv_get = _RCPT_CODE.get
+    rv = [rv_get(k, _R_OK) for k in kinds]
     if p.greylist_enabled:
         sess = Session(0, source_ip, nb, now, tls=tls, mail_from=sender)
-        for i in np.flatnonzero(rv == _R_OK).tolist():
-            if not m._greylist_pass(sess, recipients[i], now):
+        for i in range(n):
+            if rv[i] == _R_OK and not m._greylist_pass(sess, recipients[i], now):
                 rv[i] = _R_GREY
-    ok = rv == _R_OK
     # reputation cost of unknown recipients (same-sign bumps at one instant add up),
     # charged before DATA as the per-message path charges each before the next DATA
-    bad_users = int(np.count_nonzero((rv == _R_UNKNOWN) |
-                                     (rv == _R_INACTIVE)))
+    bad_users = rv.count(_R_UNKNOWN) + rv.count(_R_INACTIVE)
     if bad_users:
         delta = -p.rep_unknown_penalty * bad_users
         m.bump("ip", source_ip, now, delta)
@@ -636,22 +642,30 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
     if cap is not None:
         d, done = m.daily.get(source_ip, (day, 0))
         cap_left = max(0, cap - (done if d == day else 0))
+    # candidates reaching DATA, in order
+    cand_idx = [i for i in range(n) if rv[i] == _R_OK]
     # messages per connection: the model refuses MAIL after its limit in one session
-    cand = ok.copy()
-    if per_connection > p.max_messages_per_connection and static is None:
-        csum = np.cumsum(cand)
-        starts = np.arange(0, n, per_connection)
-        before = np.concatenate([[0], csum[starts[1:] - 1]]) if len(starts) > 1 else np.zeros(1)
-        pos = csum - np.repeat(before.astype(np.int64), per_connection)[:n]
-        over = cand & (pos > p.max_messages_per_connection)
-        if over.any():
-            tid[over] = table.add(m.reply("too_many_messages", ip=source_ip,
-                                          limit=str(p.max_messages_per_connection)))
-            m.stats["too_many_messages"] += int(over.sum()) - 1
-            cand &= ~over
+    per_limit = p.max_messages_per_connection
+    if per_connection > per_limit and static is None and len(cand_idx) > per_limit:
+        over: list[int] = []
+        kept: list[int] = []
+        chunk, in_chunk = -1, 0
+        for i in cand_idx:
+            c = i // per_connection
+            if c != chunk:
+                chunk, in_chunk = c, 0
+            in_chunk += 1
+            (over if in_chunk > per_limit else kept).append(i)
+        if over:
+            t = table.add(m.reply("too_many_messages", ip=source_ip, limit=str(per_limit)))
+            for i in over:
+                tid[i] = t
+            stats["too_many_messages"] += len(over) - 1
+            cand_idx = kept
+    n_cand = len(cand_idx)
     # bulk senders: volume counts every message reaching DATA, in order
     if static is None and p.bulk_threshold and p.bulk_require != "none":
-        static = _bulk_batch(m, source_ip, now, facts, cand)
+        static = _bulk_batch(m, source_ip, now, facts, n_cand)
     # rate windows: accept while every scope is under its tier's limit
     rate_limit = n
     rate_reply: tuple[str, str, int] | None = None
@@ -663,24 +677,24 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
                 rate_limit, rate_reply = room, (scope, key, limit)
     else:
         rate_limit = 0
-    n_cand = int(cand.sum())
     accepted_n = min(n_cand, rate_limit, cap_left)
-    cand_idx = np.flatnonzero(cand)
     acc_idx = cand_idx[:accepted_n]
     rest = cand_idx[accepted_n:]
     capped_from = n  # messages from here on got the daily-cap refusal at MAIL
     if cap is not None and cap_left <= rate_limit and n_cand > cap_left:
-        capped_from = int(acc_idx[-1]) + 1 if accepted_n else 0
+        capped_from = acc_idx[-1] + 1 if accepted_n else 0
     # reply ids: rcpt failures, then static/rate refusals, then the cap, then accepts
-    rcpt_failed = bool(rv[:capped_from].any())
-    for code_v, kind in ((_R_BAD, "bad_address"), (_R_UNKNOWN, "unknown_user"),
-                         (_R_INACTIVE, "inactive_user"), (_R_FULL, "mailbox_full"),
-                         (_R_GREY, "greylisted")) if rcpt_failed else ():
-        for i in np.flatnonzero(rv[:capped_from] == code_v).tolist():
-            addr = recipients[i]
-            tid[i] = table.add(m.reply(kind, recipient=addr, ip=source_ip,
-                                       domain=domain_of(addr)))
-    if len(rest):
+    failed = [i for i in range(capped_from) if rv[i] != _R_OK]
+    if failed:
+        for code_v, kind in ((_R_BAD, "bad_address"), (_R_UNKNOWN, "unknown_user"),
+                             (_R_INACTIVE, "inactive_user"), (_R_FULL, "mailbox_full"),
+                             (_R_GREY, "greylisted")):
+            for i in failed:
+                if rv[i] == code_v:
+                    addr = recipients[i]
+                    tid[i] = table.add(m.reply(kind, recipient=addr, ip=source_ip,
+                                               domain=domain_of(addr)))
+    if rest:
         if static is not None:
             r = static
         elif rate_reply is not None and rate_limit < cap_left:
@@ -689,17 +703,20 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
                         limit=str(limit))
         else:
             r = m.reply("daily_cap", ip=source_ip, limit=str(cap))
-        tid[rest] = table.add(r)
-        m.stats[r.kind] += len(rest) - 1
+        t = table.add(r)
+        for i in rest:
+            tid[i] = t
+        stats[r.kind] += len(rest) - 1
     if capped_from < n:
         r = m.reply("daily_cap", ip=source_ip, limit=str(cap))
-        tid[capped_from:] = table.add(r)
-        m.stats[r.kind] += n - capped_from - 1
+        tid[capped_from:] = [table.add(r)] * (n - capped_from)
+        stats[r.kind] += n - capped_from - 1
     if not accepted_n:
         return finish()
-    accepted_r = m.reply("accepted", ip=source_ip)
-    tid[acc_idx] = table.add(accepted_r)
-    m.stats["accepted"] += accepted_n - 1
+    t = table.add(m.reply("accepted", ip=source_ip))
+    for i in acc_idx:
+        tid[i] = t
+    stats["accepted"] += accepted_n - 1
     for scope, key in keys:
         add_many(m.windows[scope], key, now, accepted_n)
     if cap is not None:
@@ -710,14 +727,13 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
 
 
 def _bulk_batch(m: ProviderModel, ip: str, now: float, facts: MessageFacts,
-                cand: np.ndarray) -> Reply | None:
-    """``_bulk_check`` for every candidate in order; refuses them all once the sending
-    domain is bulk and fails the stricter rules (the first ones, under the threshold,
-    never see it: an approximation that only matters on the crossing batch)."""
+                k: int) -> Reply | None:
+    """``_bulk_check`` for the ``k`` candidates in order; refuses them all once the
+    sending domain is bulk and fails the stricter rules (the first ones, under the
+    threshold, never see it: an approximation that only matters on the crossing batch)."""
     p = m.params
     sending = (facts.from_domain or domain_of(facts.mail_from)).lower()
     org = org_domain(sending)
-    k = int(cand.sum())
     if not org or not k:
         return None
     m.bulk_volume.add(org, now, k)
@@ -742,51 +758,59 @@ def _bulk_batch(m: ProviderModel, ip: str, now: float, facts: MessageFacts,
 
 def _batch_consequences(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
                         recipients: Sequence[str], refs: Sequence[str],
-                        kinds: list[MailboxKind | None], acc_idx: np.ndarray,
+                        kinds: list[MailboxKind | None], acc_idx: list[int],
                         keys: tuple[tuple[str, str], ...], rng: np.random.Generator) -> int:
     """Draw and schedule the accepted messages' consequences (same rules and rates as
-    ``_consequences``, with numpy draws)."""
+    ``_consequences``): three uniforms and one normal per accepted message from ``rng``
+    (one call each), scheduled traps first, then bounces, complaints, engagements."""
     p = m.params
     a = len(acc_idx)
     lane = facts.lane if facts.lane in p.complaint_rate else "lifecycle"
-    u = rng.random((a, 3))
+    u = rng.random((a, 3)).tolist()
     z = rng.standard_normal(a)
-    acc = acc_idx.tolist()
     named_code = _NAMED_CODE
-    named = np.array([named_code.get(kinds[i], 0) for i in acc], dtype=np.int8)
-    trap = named == _K_TRAP
-    named_bounce = named == _K_BOUNCE
-    named_compl = named == _K_COMPLAIN
-    named_eng = named == _K_ENGAGED
-    bounce = ~trap & (named_bounce | (u[:, 0] < p.async_bounce_fraction))
-    compl = ~trap & ~bounce & (named_compl | (u[:, 1] < p.complaint_rate[lane]))
-    eng = ~trap & ~bounce & ~compl & (named_eng | (u[:, 2] < p.engagement_rate[lane]))
-    n_out = 0
+    abf, cr, er = p.async_bounce_fraction, p.complaint_rate[lane], p.engagement_rate[lane]
+    traps: list[int] = []
+    bounces: list[int] = []
+    compls: list[int] = []
+    engs: list[int] = []
+    for j in range(a):
+        named = named_code.get(kinds[acc_idx[j]], 0)
+        if named == _K_TRAP:
+            traps.append(j)
+            continue
+        u0, u1, u2 = u[j]
+        if named == _K_BOUNCE or u0 < abf:
+            bounces.append(j)
+        elif named == _K_COMPLAIN or u1 < cr:
+            compls.append(j)
+        elif named == _K_ENGAGED or u2 < er:
+            engs.append(j)
+    if not (traps or bounces or compls or engs):
+        m._apply_due(now)
+        return 0
     base = {"provider": m.name, "source_ip": source_ip, "mail_from": facts.mail_from,
             "dkim_domain": facts.dkim_domain, "message_id": facts.message_id}
-    for j in np.flatnonzero(trap).tolist():
-        i = acc[j]
+    for j in traps:
+        i = acc_idx[j]
         m._schedule(Consequence(kind="trap_hit", at=now, recipient=recipients[i],
                                 ref=refs[i], **base), keys)  # type: ignore[arg-type]
-        n_out += 1
-    for j in np.flatnonzero(bounce).tolist():
-        i = acc[j]
+    for j in bounces:
+        i = acc_idx[j]
         r = m.reply("bounce_unknown", recipient=recipients[i])
         m._schedule(Consequence(kind="bounce", at=now + p.async_bounce_delay_s, report=True,
                                 status=r.enhanced, text=r.line(), recipient=recipients[i],
                                 ref=refs[i], **base), keys)  # type: ignore[arg-type]
-        n_out += 1
-    for mask, kind, median, sigma, report in (
-            (compl, "complaint", p.complaint_delay_median_s, p.complaint_delay_sigma, p.fbl),
-            (eng, "engagement", p.engagement_delay_median_s, p.engagement_delay_sigma, False)):
-        sel = np.flatnonzero(mask)
-        if not len(sel):
+    for sel, kind, median, sigma, report in (
+            (compls, "complaint", p.complaint_delay_median_s, p.complaint_delay_sigma, p.fbl),
+            (engs, "engagement", p.engagement_delay_median_s, p.engagement_delay_sigma, False)):
+        if not sel:
             continue
+        # numpy's exp, as before: the delays repeat bit for bit
         ats = (now + median * np.exp(sigma * z[sel])).tolist()
-        for j, at in zip(sel.tolist(), ats, strict=True):
-            i = acc[j]
+        for j, at in zip(sel, ats, strict=True):
+            i = acc_idx[j]
             m._schedule(Consequence(kind=kind, at=at, recipient=recipients[i],  # type: ignore[arg-type]
                                     ref=refs[i], report=report, **base), keys)  # type: ignore[arg-type]
-        n_out += len(sel)
     m._apply_due(now)
-    return n_out
+    return len(traps) + len(bounces) + len(compls) + len(engs)
