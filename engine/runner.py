@@ -33,6 +33,7 @@ from engine.config import LabConfig
 from engine.config.lab import LoadedPolicy
 from engine.delivery.message import recipient_headers, verp_address
 from engine.delivery.mx import Destination, NullMX, Resolver
+from engine.delivery.pipeline import SMTPClient, SMTPFailure
 from engine.delivery.smtp import ConnectionPool, SendResult
 from engine.dkim import DkimSigner, load_signer
 from engine.errors import InboxlabError, InputError
@@ -60,14 +61,6 @@ from engine.spool import Job, Spool
 _MARK_WINDOW = 64
 _MIN_SHARE = 32  # a batch is split over more connections only in parts of at least this
 _NO_POOL = "\x00none"  # a pool name no lab can define: "this group may not carry this route"
-
-
-def _plain_envelope(sender: str, rcpt: str) -> tuple[bytes, bytes] | None:
-    """The MAIL and RCPT arguments when both addresses are plain ASCII, else None."""
-    try:
-        return b"FROM:<" + sender.encode("ascii") + b">", b"TO:<" + rcpt.encode("ascii") + b">"
-    except UnicodeEncodeError:
-        return None
 
 
 def own_routes(params: PolicyParams, owned: frozenset[str]) -> PolicyParams:
@@ -311,24 +304,27 @@ class Runner:
                 self.spool.emit(event="automation", pool=d.pool, provider=d.provider,
                                 state=d.state, rule=d.rule, reason=why, policy_version=version)
 
-    def flush(self) -> None:
-        """Write the batched outcomes (delivered / deferred) in one spool transaction."""
-        if self._batch:
+    def flush(self, data_started: list[int] | None = None, mx_host: str | None = None
+              ) -> None:
+        """Write the batched outcomes (delivered / deferred) in one spool transaction, and in
+        it the ``data_started`` marks of recipients about to be sent to ``mx_host``."""
+        if self._batch or data_started:
             batch, self._batch = self._batch, []
-            self.spool.finish_many(batch)
+            self.spool.finish_many(batch, data_started=data_started or (), mx_host=mx_host)
 
     # -- loop -------------------------------------------------------------------------------
     def intake(self) -> int:
         """Hand queued recipients to the core (suppressed ones end here). Returns how many."""
         n = 0
-        for p in self.spool.take_pending():
-            job = self.spool.job(p.id)
-            if self.spool.is_suppressed(p.tenant, job.rcpt):
+        pending = self.spool.take_pending()
+        blocked = self.spool.suppressed_among((p.tenant, p.rcpt) for p in pending)
+        for p in pending:
+            if (p.tenant, p.rcpt) in blocked:
                 self.spool.move(p.id, "suppressed", event="suppressed",
                                 reason="recipient on the suppression list")
                 continue
             now = self.clock()
-            group = self.group_for(p.id, p.tenant, p.lane, job.public_id)
+            group = self.group_for(p.id, p.tenant, p.lane, p.public_id)
             try:
                 if group is None:
                     raise InputError(f"tenant {p.tenant!r} lane {p.lane}: no pool satisfies "
@@ -467,8 +463,6 @@ class Runner:
 
     async def _session(self, group: Group, d: Dispatch, dest: Destination, jobs: list[Job],
                        tls: str) -> None:
-        import aiosmtplib
-
         done: set[int] = set()
         pending: list[tuple[Job, SendResult]] = []
         marked = 0  # jobs[:marked] have data_started committed
@@ -485,17 +479,22 @@ class Runner:
                     done.add(rest.id)
                     pending.append((rest, res))
 
-        async def work(client: Any) -> int:
+        async def work(client: SMTPClient) -> int:
             nonlocal marked
+            senders = [self._sender(j) for j in jobs]
+            last = len(jobs) - 1
             for k, job in enumerate(jobs):
                 if k >= marked:
                     # Before any of these DATA commands can complete: one transaction marks
                     # the next window, so after a crash they are ambiguous, never resent.
+                    # (the outcomes so far are written in the same transaction, first)
                     settle()
-                    self.flush()
                     marked = min(len(jobs), k + _MARK_WINDOW)
-                    self.spool.data_started([j.id for j in jobs[k:marked]], dest.host)
-                res = await self._send_one(client, dest, job)
+                    self.flush([j.id for j in jobs[k:marked]], dest.host)
+                # the next message's MAIL/RCPT/DATA ride behind this content (PIPELINING);
+                # its content leaves only after its 354, past the mark check above
+                then = (senders[k + 1], [jobs[k + 1].rcpt]) if k < last else None
+                res = await self._send_one(client, dest, job, senders[k], then)
                 done.add(job.id)
                 pending.append((job, res))
                 if res.code is None:
@@ -519,17 +518,22 @@ class Runner:
             await self.pool.session(d.source_ip, dest, max_connections=d.max_connections,
                                     per_connection=d.messages_per_connection, tls=tls,
                                     work=work)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
-            text = exc.message if isinstance(exc, aiosmtplib.SMTPResponseException) else str(exc)
+        except (SMTPFailure, OSError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, SMTPFailure) else None
+            text = exc.text if isinstance(exc, SMTPFailure) else str(exc)
             skip_rest(SendResult(code, text or type(exc).__name__, False, dest.host))
         skip_rest(SendResult(None, "connection lost", False, dest.host))  # lost mid-batch
         settle()
         self.flush()
 
-    async def _send_one(self, client: Any, dest: Destination, job: Job) -> SendResult:
-        import aiosmtplib
+    def _sender(self, job: Job) -> str:
+        """The VERP envelope sender of ``job``."""
+        model = self.config.domains.get(job.sending_domain)
+        bounce = (model.return_path if model and model.return_path else job.sending_domain)
+        return verp_address(self.secret, job.public_id, job.rcpt, bounce)
 
+    def _render(self, job: Job) -> bytes:
+        """``job``'s message as it goes out now: per-recipient headers, DKIM signed."""
         model = self.config.domains.get(job.sending_domain)
         bounce = (model.return_path if model and model.return_path else job.sending_domain)
         now = self.clock()
@@ -540,46 +544,26 @@ class Runner:
             unsubscribe_base=model.unsubscribe_base_url if model else None,
             bounce_domain=bounce, now=now)
         signers = self.signers.get(job.sending_domain, ())
-        if signers:
-            # the first signature covers head + stored body (cached per body), any further
-            # one also covers the signatures before it, as sequential signing does
-            message = signers[0].sign_parts(head, job.body, timestamp=int(now))
-            for signer in signers[1:]:
-                message = signer.sign(message, timestamp=int(now))
-        else:
-            message = head + job.body
-        sender = verp_address(self.secret, job.public_id, job.rcpt, bounce)
-        data_started = False
-        stage = "mail"
-        try:
-            args = _plain_envelope(sender, job.rcpt)
-            if args is None or client.is_ehlo_or_helo_needed:
-                await client.mail(sender)  # says EHLO first when needed, SMTPUTF8 address
-                stage = "rcpt"
-                await client.rcpt(job.rcpt)
-            else:
-                # a plain ASCII envelope on a greeted session: send the commands as they are
-                # (no address parsing per message); the replies are checked as mail() and
-                # rcpt() check them
-                reply = await client.execute_command(b"MAIL", args[0])
-                if reply.code != 250:
-                    raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-                stage = "rcpt"
-                reply = await client.execute_command(b"RCPT", args[1])
-                if reply.code not in (250, 251):
-                    raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, job.rcpt)
-            stage = "data"
-            data_started = True  # marked in the spool by the session before this
-            reply = await client.data(message)
+        if not signers:
+            return head + job.body
+        # the first signature covers head + stored body (cached per body), any further one
+        # also covers the signatures before it, as sequential signing does
+        message = signers[0].sign_parts(head, job.body, timestamp=int(now))
+        for signer in signers[1:]:
+            message = signer.sign(message, timestamp=int(now))
+        return message
+
+    async def _send_one(self, client: SMTPClient, dest: Destination, job: Job,
+                        sender: str | None = None,
+                        then: tuple[str, list[str]] | None = None) -> SendResult:
+        """Send ``job`` on ``client``; ``then``: the envelope sent next on this session."""
+        # MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC 2920);
+        # data_started: the content began to leave after 354 (the spool marked it before)
+        tx = await client.transaction(sender or self._sender(job), [job.rcpt],
+                                      self._render(job), then=then)
+        if tx.data_started:
             self.sent += 1
-            return SendResult(reply.code, reply.message, True, dest.host, stage)
-        except aiosmtplib.SMTPResponseException as exc:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                if exc.code < 500 or not data_started:
-                    await client.rset()
-            return SendResult(exc.code, exc.message, data_started, dest.host, stage)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            return SendResult(None, str(exc) or type(exc).__name__, data_started, dest.host)
+        return SendResult(tx.code, tx.text, tx.data_started, dest.host, tx.stage)
 
     @staticmethod
     def _info(d: Dispatch, code: int | None, res: SendResult, group: Group | None = None

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 
 from engine.errors import InputError
 
@@ -108,6 +109,12 @@ def build_base(*, from_addr: str, from_name: str | None, subject: str, text: str
     return msg.as_bytes()
 
 
+@lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """The RFC 5322 date of a whole second (what ``format_datetime`` prints: no fraction)."""
+    return format_datetime(datetime.fromtimestamp(second, tz=UTC))
+
+
 def recipient_headers(*, secret: bytes, public_id: str, rid: int, tenant: str, lane: str,
                       campaign: str | None, sending_domain: str, rcpt: str,
                       feedback_prefix: str | None, unsubscribe_base: str | None,
@@ -116,7 +123,7 @@ def recipient_headers(*, secret: bytes, public_id: str, rid: int, tenant: str, l
     (the lane by intent; the sandbox's provider models read it), Feedback-ID and, on
     lifecycle/prospecting mail, List-Unsubscribe + List-Unsubscribe-Post (RFC 8058)."""
     lines = [f"To: {rcpt}",
-             f"Date: {format_datetime(datetime.fromtimestamp(now, tz=UTC))}",
+             f"Date: {_date(int(now))}",
              f"Message-ID: <{public_id}.{rid}@{sending_domain}>",
              f"{LANE_HEADER}: {lane}"]
     if feedback_prefix:

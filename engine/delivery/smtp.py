@@ -1,4 +1,5 @@
-"""Outbound SMTP connections (aiosmtplib) pooled per (source IP, destination).
+"""Outbound SMTP connections (``engine.delivery.pipeline.SMTPClient``) pooled per (source IP,
+destination).
 
 Owns opening, reusing and closing connections: STARTTLS opportunistic or required, the
 source address bound, at most ``max_connections`` per pool key and at most
@@ -12,9 +13,9 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from engine.delivery.mx import Destination
+from engine.delivery.pipeline import SMTPClient, SMTPFailure
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ def unverified_tls_context() -> ssl.SSLContext:
 class _Conn:
     __slots__ = ("client", "used")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: SMTPClient) -> None:
         self.client = client
         self.used = 0
 
@@ -68,35 +69,31 @@ class ConnectionPool:
         return sem
 
     async def _open(self, source_ip: str, dest: Destination, tls: str) -> _Conn:
-        import aiosmtplib
-
-        client = aiosmtplib.SMTP(hostname=dest.addr, port=dest.port, timeout=self.timeout,
-                                 source_address=(source_ip, 0), local_hostname=self.helo,
-                                 start_tls=False, tls_context=self.tls_context)
-        await client.connect()
+        """Connect from ``source_ip``, EHLO, STARTTLS when offered (required: or fail with
+        530). Raises ``SMTPFailure``, ``OSError`` (``ssl.SSLError`` for a refused cert)."""
+        client = await SMTPClient.connect(dest.addr, dest.port, source_address=(source_ip, 0),
+                                          timeout=self.timeout, local_hostname=self.helo)
         self.opened += 1
-        try:
-            await client.ehlo()  # connect() alone has not said EHLO: no extensions known yet
-        except aiosmtplib.SMTPException:
-            client.close()
-            raise
-        if client.supports_extension("starttls"):
+        if client.supports("starttls"):
+            context = self.tls_context or _default_context()
             try:
-                await client.starttls(tls_context=self.tls_context)
-                await client.ehlo()  # RFC 3207 4.2: the session starts over after STARTTLS
-            except aiosmtplib.SMTPException:
-                if tls == "required":
+                await client.starttls(context, dest.addr)
+            except SMTPFailure:
+                if tls == "required" or not client.is_connected:
                     client.close()
                     raise
+            except BaseException:
+                client.close()
+                raise
         elif tls == "required":
             client.close()
-            raise aiosmtplib.SMTPResponseException(
-                530, "5.7.10 STARTTLS not offered and TLS is required for this provider")
+            raise SMTPFailure(530, "5.7.10 STARTTLS not offered and TLS is required for this "
+                              "provider")
         return _Conn(client)
 
     async def session(self, source_ip: str, dest: Destination, *, max_connections: int,
                       per_connection: int, tls: str,
-                      work: Callable[[Any], Awaitable[int]]) -> None:
+                      work: Callable[[SMTPClient], Awaitable[int]]) -> None:
         """Run ``work(client)`` on a pooled connection; ``work`` returns how many messages it
         sent. A connection that reached ``per_connection`` or failed is closed."""
         key = (source_ip, dest.addr, dest.port)
@@ -112,7 +109,7 @@ class ConnectionPool:
                 conn.used += await work(conn.client)
                 ok = True
             finally:
-                if ok and conn.used < per_connection and conn.client.is_connected:
+                if ok and conn.used < per_connection and conn.client.reusable:
                     idle.append(conn)
                 else:
                     await _quit(conn.client)
@@ -125,9 +122,19 @@ class ConnectionPool:
         self._idle.clear()
 
 
-async def _quit(client: Any) -> None:
+async def _quit(client: SMTPClient) -> None:
     try:
-        if client.is_connected:
+        if client.is_connected:  # quit() itself drops one owing replies, without QUIT
             await asyncio.wait_for(client.quit(), 5.0)
     except Exception:
         client.close()
+
+
+_CONTEXT: list[ssl.SSLContext] = []
+
+
+def _default_context() -> ssl.SSLContext:
+    """``ssl.create_default_context()``, made once (loading the CA store is slow)."""
+    if not _CONTEXT:
+        _CONTEXT.append(ssl.create_default_context())
+    return _CONTEXT[0]

@@ -29,6 +29,12 @@ from engine.spool.states import check_transition
 ACTIVE_STATES = frozenset({"queued", "scheduled", "in_flight", "deferred"})
 _EVENT_FIELDS = tuple(f.name for f in fields(Event) if f.name != "seq")
 
+# what ``finish_many`` reads per recipient: its state, then what its event carries
+_EVENT_COLUMNS = ("r.state, m.tenant, m.public_id, r.rcpt, m.sending_domain, m.lane, "
+                  "m.campaign, r.attempts, m.created")
+
+_MARK = "UPDATE attempts SET data_started=1, mx_host=? WHERE finished IS NULL AND recipient_id=?"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bodies (hash TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
@@ -56,6 +62,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_CHUNK = 500  # ids per ``IN (...)`` query (SQLite's default variable limit is far above)
+
+
 class IdempotencyConflict(StateError):
     """The Idempotency-Key was used before with another request body."""
 
@@ -79,6 +89,8 @@ class Pending:
     domain: str
     next_at: float | None
     expires: float | None
+    rcpt: str = ""
+    public_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +158,15 @@ class Spool:
 
     # -- events -----------------------------------------------------------------------------
     def _emit(self, db: sqlite3.Connection, tenant: str | None, **fields: Any) -> None:
+        db.execute("INSERT INTO outbox (tenant, event) VALUES (?, ?)",
+                   self._event_row(tenant, **fields))
+
+    def _event_row(self, tenant: str | None, **fields: Any) -> tuple[str | None, str]:
+        """The outbox row of one event (checked on construction by ``Event``)."""
         fields.setdefault("ts", self.clock())
         ev = Event(source=self.source, run_id=self.run_id, tenant=tenant, **fields)
         data = {k: v for k in _EVENT_FIELDS if (v := getattr(ev, k)) is not None}
-        db.execute("INSERT INTO outbox (tenant, event) VALUES (?, ?)",
-                    (tenant, json.dumps(data, separators=(",", ":"))))
+        return tenant, _dumps(data)
 
     def emit(self, *, tenant: str | None = None, **fields: Any) -> None:
         """Write one event that changes no recipient (breaker, automation, ...)."""
@@ -295,13 +311,28 @@ class Spool:
                                   "(?, '*')", (address.strip().lower(), tenant)).fetchone()
         return row is not None
 
+    def suppressed_among(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (tenant, address) pairs of ``pairs`` that ``is_suppressed`` (in few queries)."""
+        wanted = {(t, a.strip().lower()): (t, a) for t, a in pairs}
+        found: set[tuple[str, str]] = set()
+        addrs = sorted({a for _, a in wanted})
+        with self._lock:
+            for lo in range(0, len(addrs), _CHUNK):
+                chunk = addrs[lo:lo + _CHUNK]
+                for tenant, address in self.db.execute(
+                        "SELECT tenant, address FROM suppressions WHERE address IN "
+                        f"({','.join('?' * len(chunk))})", chunk):
+                    found.add((tenant, address))
+        return {orig for (t, a), orig in wanted.items()
+                if (t, a) in found or ("*", a) in found}
+
     # -- delivery side ----------------------------------------------------------------------
     def take_pending(self, limit: int = 10_000) -> list[Pending]:
         """Queued recipients (up to ``limit``), moved to ``scheduled`` in one transaction."""
         with self.tx() as db:
             rows = db.execute(
-                "SELECT r.id, m.lane, m.tenant, m.sending_domain, r.domain, r.next_at, m.expires"
-                " FROM recipients r JOIN messages m ON m.id = r.message_id"
+                "SELECT r.id, m.lane, m.tenant, m.sending_domain, r.domain, r.next_at, m.expires,"
+                " r.rcpt, m.public_id FROM recipients r JOIN messages m ON m.id = r.message_id"
                 " WHERE r.state='queued' ORDER BY r.id LIMIT ?", (limit,)).fetchall()
             db.executemany("UPDATE recipients SET state='scheduled' WHERE id=?",
                            [(r[0],) for r in rows])
@@ -336,7 +367,7 @@ class Spool:
                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
                 for row in rows:
                     body = bodies.setdefault(row[10], row[10])
-                    found[row[0]] = Job(*row[:10], body, row[11])
+                    found[row[0]] = Job(*row[:10], body, row[11])  # type: ignore[call-arg]
         missing = [i for i in ids if i not in found]
         if missing:
             raise StateError(f"unknown recipient {missing[0]}")
@@ -352,22 +383,46 @@ class Spool:
         return row[0], bool(row[1])
 
     def start_attempts(self, ids: Iterable[int], *, pool: str, source_ip: str) -> None:
-        """Mark recipients ``in_flight`` and open an attempt row each (one transaction)."""
+        """Mark recipients ``in_flight`` and open an attempt row each (one transaction).
+        Raises ``StateError`` (nothing written) for an unknown id or an illegal move."""
+        ids = list(ids)
         now = self.clock()
         with self.tx() as db:
+            rows = self._rows(db, ids, "r.state, r.attempts")
+            moves: list[tuple[float, int]] = []
+            opened: list[tuple[int, int, float, str, str]] = []
             for rid in ids:
-                self._move(db, rid, "in_flight", now)
-                db.execute("UPDATE recipients SET attempts=attempts+1 WHERE id=?", (rid,))
-                db.execute("INSERT INTO attempts (recipient_id, n, started, pool, source_ip)"
-                           " SELECT id, attempts, ?, ?, ? FROM recipients WHERE id=?",
-                           (now, pool, source_ip, rid))
+                row = rows.get(rid)
+                if row is None:
+                    raise StateError(f"unknown recipient {rid}")
+                check_transition(row[0], "in_flight")
+                self._delta += 1 - (row[0] in ACTIVE_STATES)
+                rows[rid] = ("in_flight", row[1] + 1)
+                moves.append((now, rid))
+                opened.append((rid, row[1] + 1, now, pool, source_ip))
+            db.executemany("UPDATE recipients SET state='in_flight', next_at=NULL, updated=?,"
+                           " attempts=attempts+1 WHERE id=?", moves)
+            db.executemany("INSERT INTO attempts (recipient_id, n, started, pool, source_ip)"
+                           " VALUES (?,?,?,?,?)", opened)
+
+    @staticmethod
+    def _rows(db: sqlite3.Connection, ids: list[int], columns: str
+              ) -> dict[int, tuple[Any, ...]]:
+        """``columns`` (of ``recipients r JOIN messages m``) for each id, in few queries."""
+        out: dict[int, tuple[Any, ...]] = {}
+        for lo in range(0, len(ids), _CHUNK):
+            chunk = ids[lo:lo + _CHUNK]
+            for row in db.execute(
+                    f"SELECT r.id, {columns} FROM recipients r JOIN messages m ON "
+                    f"m.id=r.message_id WHERE r.id IN ({','.join('?' * len(chunk))})", chunk):
+                out[row[0]] = row[1:]
+        return out
 
     def data_started(self, rids: Iterable[int], mx_host: str) -> None:
         """Record that DATA is about to complete for these recipients' open attempts: after a
         crash they are ambiguous, never silently resent."""
         with self.tx() as db:
-            db.executemany("UPDATE attempts SET data_started=1, mx_host=? WHERE finished IS NULL"
-                           " AND recipient_id=?", [(mx_host, r) for r in rids])
+            db.executemany(_MARK, [(mx_host, r) for r in rids])
 
     def finish(self, rid: int, new_state: str, *, event: str | None, code: int | None = None,
                response: str | None = None, next_at: float | None = None,
@@ -382,24 +437,50 @@ class Spool:
                 self._emit_for(db, rid, event, now, smtp_code=code, response=response,
                                state=new_state, **fields)
 
-    def finish_many(self, items: list[tuple[int, str, str | None, dict[str, Any]]]) -> None:
+    def finish_many(self, items: list[tuple[int, str, str | None, dict[str, Any]]], *,
+                    data_started: Iterable[int] = (), mx_host: str | None = None) -> None:
         """``finish`` each (rid, new_state, event, fields) in ONE transaction (the runner
-        batches the outcomes of a dispatch: one commit instead of one per recipient)."""
-        if not items:
+        batches the outcomes of a dispatch: one commit instead of one per recipient). The
+        same rows, checks and events as ``finish`` one by one, in order; an illegal move
+        raises ``StateError`` and writes nothing. ``data_started``/``mx_host``: what
+        ``data_started`` writes, in the same transaction after the outcomes."""
+        marks = [(mx_host, r) for r in data_started]
+        if not items and not marks:
             return
         now = self.clock()
         with self.tx() as db:
+            rows = self._rows(db, [it[0] for it in items], _EVENT_COLUMNS)
+            closes: list[tuple[Any, Any, float, int]] = []
+            moves: list[tuple[str, Any, float, int, int]] = []
+            events: list[tuple[str | None, str]] = []
             for rid, new_state, event, fields in items:
+                row = rows.get(rid)
+                if row is None:
+                    raise StateError(f"unknown recipient {rid}")
+                old = row[0]
+                check_transition(old, new_state)
+                self._delta += (new_state in ACTIVE_STATES) - (old in ACTIVE_STATES)
+                rows[rid] = (new_state, *row[1:])
                 fields = dict(fields)
                 code, response = fields.pop("code", None), fields.pop("response", None)
                 next_at = fields.pop("next_at", None)
-                ambiguous = bool(fields.pop("ambiguous", False))
-                db.execute("UPDATE attempts SET code=?, response=?, finished=? WHERE "
-                           "recipient_id=? AND finished IS NULL", (code, response, now, rid))
-                self._move(db, rid, new_state, now, next_at=next_at, ambiguous=ambiguous)
+                ambiguous = int(bool(fields.pop("ambiguous", False)))
+                closes.append((code, response, now, rid))
+                moves.append((new_state, next_at, now, ambiguous, rid))
                 if event is not None:
-                    self._emit_for(db, rid, event, now, smtp_code=code, response=response,
-                                   state=new_state, **fields)
+                    tenant, public_id, rcpt, sdom, lane, campaign, attempts, created = row[1:]
+                    events.append(self._event_row(
+                        tenant, event=event, ts=now, message_id=public_id, recipient=rcpt,
+                        sending_domain=sdom, lane=lane, campaign=campaign, attempt=attempts,
+                        enqueued_ts=created, smtp_code=code, response=response,
+                        state=new_state, **{k: v for k, v in fields.items() if v is not None}))
+            db.executemany("UPDATE attempts SET code=?, response=?, finished=? WHERE "
+                           "recipient_id=? AND finished IS NULL", closes)
+            db.executemany("UPDATE recipients SET state=?, next_at=?, updated=?, ambiguous=max("
+                           "ambiguous, ?) WHERE id=?", moves)
+            db.executemany("INSERT INTO outbox (tenant, event) VALUES (?, ?)", events)
+            if marks:
+                db.executemany(_MARK, marks)
 
     def _move(self, db: sqlite3.Connection, rid: int, new: str, now: float,
               next_at: float | None = None, ambiguous: bool = False) -> None:

@@ -3,7 +3,8 @@
 Baseline, measured in the same run against the same sink: a bare aiosmtplib client (uvloop
 when installed) with persistent connections sending pre-built messages of the same size.
 The engine run is the real ``Runner``: spool -> policy core -> per-recipient headers ->
-DKIM (ed25519-sha256, the test key) -> pooled SMTP -> decisions back to the spool.
+DKIM (ed25519-sha256, the test key) -> pooled SMTP (``engine.delivery.pipeline``: PIPELINING,
+the next envelope behind each content) -> decisions back to the spool.
 
 Run: .venv/bin/python tests/bench/bench_engine.py [--messages 50000] [--profile]
 Goal: >= 1,500 msgs/s and >= 0.5x the bare client.
