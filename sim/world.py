@@ -278,16 +278,28 @@ class World:
             self.m_prov.extend([names[k] for k in prov_idx.tolist()])
             self.m_provk.frombytes(prov_idx.astype(np.int16).tobytes())
             lane, tenant, dom = s.lane, s.tenant, s.sending_domain
+            # the recipients' UTC offsets (None: unknown), so lanes with a send window hold
+            # mail until the recipient's local window opens (engine.policy.windows)
+            offsets = None if aud.utc_offset is None else aud.utc_offset[batch.recipients]
             for k, c in zip(*np.unique(prov_idx, return_counts=True), strict=True):
                 prov = names[int(k)]
                 self._count(prov, "messages", int(c))
-                ids = (first + np.flatnonzero(prov_idx == k)).tolist()
-                sched.submit_many(ids, lane=lane, tenant=tenant,  # type: ignore[arg-type]
-                                  sending_domain=dom, now=at_abs, provider=prov)
-                self.events.add_many(
-                    len(ids), ts=at_abs, event="enqueued", message_id=[str(i) for i in ids],
-                    provider=prov, lane=lane, tenant=tenant, sending_domain=dom,
-                    campaign=s.campaign, enqueued_ts=at_abs)
+                where = np.flatnonzero(prov_idx == k)
+                if offsets is None:
+                    groups: list[tuple[int | None, np.ndarray]] = [(None, where)]
+                else:
+                    zone = offsets[where]
+                    groups = [(int(z), where[zone == z]) for z in np.unique(zone)]
+                for offset, members in groups:
+                    ids = (first + members).tolist()
+                    sched.submit_many(ids, lane=lane, tenant=tenant,  # type: ignore[arg-type]
+                                      sending_domain=dom, now=at_abs, provider=prov,
+                                      utc_offset_min=offset)
+                    self.events.add_many(
+                        len(ids), ts=at_abs, event="enqueued",
+                        message_id=[str(i) for i in ids], provider=prov, lane=lane,
+                        tenant=tenant, sending_domain=dom, campaign=s.campaign,
+                        enqueued_ts=at_abs)
 
     def _drain(self, now: float) -> None:
         """Model consequences and blocklist listings up to ``now`` (no scheduler polling)."""
