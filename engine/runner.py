@@ -173,6 +173,22 @@ class Runner:
         if arms != self._arms:
             self._arms = arms
             self._layout()
+        self._apply_shares()
+
+    def _apply_shares(self) -> None:
+        """Each arm of a canary uses its traffic share of the pool's capacity (buckets,
+        connections, warmup caps): the candidate the stage's share, the current policy the
+        rest, so the two schedulers together never send more than the pool may."""
+        now = self.clock()
+        for pool, files in self._arms.items():
+            rec = self.records.get(pool)
+            share = rec.canary_share if rec is not None and len(files) > 1 else 0.0
+            for k, f in enumerate(files):
+                group = self.groups.get(f"{f}@{pool}")
+                if group is None:
+                    continue
+                mine = 1.0 if len(files) == 1 else (share if k == 1 else 1.0 - share)
+                group.scheduler.set_share(min(1.0, max(mine, 1e-3)), now)
 
     def _arm_files(self, pool: str, rec: PromotionRecord) -> tuple[str, ...]:
         """The policy files ``pool`` runs under ``rec`` (empty: its configured policy, which is

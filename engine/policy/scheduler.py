@@ -330,6 +330,9 @@ class Scheduler:
         self.classify = classify
         self.salt = rng.getrandbits(64)
         self._now = -math.inf
+        # the share of its pools' capacity this scheduler may use (``set_share``): 1.0 unless
+        # a canary splits a pool's traffic between two policies' schedulers
+        self._share = 1.0
         # per-slot arrays
         self._ids = array("q")
         self._key = array("I")
@@ -386,6 +389,27 @@ class Scheduler:
         """"queued", "deferred", "in flight", or None when the core does not hold it."""
         slot = self._slot_of.get(msg_id)
         return None if slot is None else _STATE_NAMES[self._state[slot]]
+
+    def set_share(self, share: float, now: float) -> None:
+        """Use only ``share`` (0 < share <= 1) of every pool's capacity from ``now`` on: the
+        path buckets' rates and bursts, the connections they open and today's warmup caps
+        scale by it (on top of breaker and automation factors). A pool whose traffic is
+        split between two schedulers (a canary: the candidate policy takes a share, the
+        current one the rest) thus never sends more, in sum, than one scheduler would."""
+        if not (0.0 < share <= 1.0) or not math.isfinite(share):
+            raise InputError(f"share must be in (0, 1], got {share!r}")
+        if share == self._share:
+            return
+        self._share = share
+        for ctrl in self._controls.values():
+            self._apply_factor(ctrl, now)
+        for counter in self._warmups.values():
+            counter.share = share
+
+    @property
+    def share(self) -> float:
+        """The share of its pools' capacity this scheduler uses (``set_share``)."""
+        return self._share
 
     def factor(self, pool: str, provider: str) -> float:
         """Current rate factor (0..1) of a pool x provider (1.0 if never used)."""
@@ -556,6 +580,8 @@ class Scheduler:
                              ctrl, self._warmups.get(pool_name))
                 ctrl.paths.append(path)
                 paths.append(path)
+            if self._share != 1.0:
+                self._apply_factor(ctrl, self._now_or0())
         self._paths[provider] = paths
         self._by_provider[provider] = {lane: [] for lane in LANES}
         self._backlog[provider] = 0
@@ -669,7 +695,7 @@ class Scheduler:
                     self._apply_factor(ctrl, now)
 
     def _apply_factor(self, ctrl: _Control, now: float) -> None:
-        factor = min(ctrl.breaker.factor, ctrl.automation.factor)
+        factor = min(ctrl.breaker.factor, ctrl.automation.factor) * self._share
         if factor != ctrl.factor:
             ctrl.factor = factor
             for path in ctrl.paths:

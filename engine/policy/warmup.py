@@ -49,7 +49,7 @@ def day_cap(plan: WarmupPlan, provider: str, day: int, *, salt: int, ip: str) ->
 class WarmupCounter:
     """Messages sent per (IP, provider) today under one plan."""
 
-    __slots__ = ("caps", "day", "plan", "salt", "sent", "start")
+    __slots__ = ("caps", "day", "plan", "salt", "sent", "share", "start")
 
     def __init__(self, plan: WarmupPlan, start: float, salt: int) -> None:
         self.plan = plan
@@ -60,6 +60,8 @@ class WarmupCounter:
         # today's cap per (IP, provider), computed once a day: ``day_cap`` hashes, so the
         # scheduler's many per-dispatch lookups would otherwise dominate a long simulation
         self.caps: dict[tuple[str, str], int | None] = {}
+        # the part of each cap this counter may use (a canary's arm uses its traffic share)
+        self.share = 1.0
 
     def _roll(self, now: float) -> int:
         day = warmup_day(now, self.start)
@@ -84,6 +86,8 @@ class WarmupCounter:
         cap = self.cap(ip, provider, now)
         if cap is None:
             return None
+        if self.share != 1.0:
+            cap = math.floor(cap * self.share)
         left = cap - self.sent.get((ip, provider), 0)
         return left if left > 0 else 0
 

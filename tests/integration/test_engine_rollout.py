@@ -115,6 +115,9 @@ def test_canary_split_follows_the_record_without_restart(sink: Any, tmp_path: Pa
         # the pool now runs two arms, each its own scheduler on tx-a alone
         arms = {g.scheduler.params.version for g in runner.groups_for_pool("tx-a")}
         seen["arms"] = arms
+        # ... each using its traffic share of the pool's capacity (together: one pool's)
+        seen["shares"] = {g.scheduler.params.version: g.scheduler.share
+                          for g in runner.groups.values() if "tx-a" in g.owned}
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop, poll=0.02))
         await _until_sent(spool, runner)
@@ -130,11 +133,15 @@ def test_canary_split_follows_the_record_without_restart(sink: Any, tmp_path: Pa
         seen["third"] = _accept(spool, "c", 60)
         await _until_sent(spool, runner)
         seen["after"] = {g.scheduler.params.version for g in runner.groups_for_pool("tx-a")}
+        seen["after_shares"] = [g.scheduler.share for g in runner.groups.values()
+                                if "tx-a" in g.owned]
         stop.set()
         await task
 
     asyncio.run(go())
     assert seen["arms"] == {"default-v1", "default-v1-cand"}
+    assert seen["shares"] == {"default-v1": 0.5, "default-v1-cand": 0.5}
+    assert seen["after_shares"] == [1.0]
     got = _versions(spool, first)
     # each message decided by exactly one version: the one its id hashes to
     assert all(len(v) == 1 for v in got.values()), got
