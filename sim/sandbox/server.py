@@ -10,7 +10,8 @@ Writes, under ``HOME/sandbox/``: accepted mail in ``<provider>/mail.dat`` with i
 ``<provider>/index.tsv`` (``sim.sandbox.store``: append-only, written in batches once per
 loop iteration, read back with ``MailStore``), ``events.jsonl``
 (``engine.events.Event`` rows, source "sandbox", buffered and serialised once per tick),
-``stats.json`` and, on stop, ``events.parquet`` when ``engine.eventio`` is available. Sends
+``stats.json``, ``tls-cert.pem`` (the STARTTLS certificate, for clients that verify) and,
+on stop, ``events.parquet`` when ``engine.eventio`` is available. Sends
 ARF complaints and RFC 3464 DSNs by SMTP (aiosmtplib) to the configured feedback address
 when the model's delay has passed. Client input never crashes a server: every hook is
 guarded. The per-message path reads headers with a line scan and verifies DKIM only for
@@ -406,6 +407,16 @@ class _Handler:
         return reply.line()
 
 
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Sandbox:
     """All configured providers' SMTP servers in the running event loop."""
 
@@ -445,7 +456,11 @@ class Sandbox:
         from sim.sandbox.tls import server_context
 
         loop = asyncio.get_running_loop()
-        tls = server_context(self._tmp, self.config.hostname)
+        host = self.config.host
+        listen = [host] if _is_ip(host) else []
+        tls = server_context(self._tmp, self.config.hostname, [*listen, "127.0.0.1"])
+        # the public certificate, for clients that verify (``[serve] tls_ca_file``)
+        shutil.copyfile(self._tmp / "sandbox-cert.pem", self.home / "tls-cert.pem")
         for name, p in self.providers.items():
             spec = p.spec
 
