@@ -8,7 +8,8 @@ Idempotency-Keys. Baseline, measured in the same run with the same clients: the 
 uvicorn serving a FastAPI endpoint that reads the body and answers 202 without validating or
 storing anything (the HTTP ceiling of this machine).
 
-Run: .venv/bin/python tests/bench/bench_intake.py [--requests 20000] [--clients 64]
+Run: .venv/bin/python tests/bench/bench_intake.py [--requests 20000] [--clients 64] [--unique]
+(``--unique``: every POST has its own subject, so no two MIME bodies are alike.)
 Goal: >= 3,000 durable accepted POSTs/s with p99 < 50 ms.
 """
 
@@ -92,9 +93,11 @@ def start(mode: str, lab: Path, spool: Path, port: int) -> subprocess.Popen[byte
     raise SystemExit(f"{mode} server did not start")
 
 
-async def load(port: int, n: int, clients: int, tag: str) -> tuple[float, list[float], int]:
+async def load(port: int, n: int, clients: int, tag: str,
+               unique: bool = False) -> tuple[float, list[float], int]:
     """``clients`` keep-alive HTTP/1.1 connections (a minimal client on asyncio streams:
-    httpx itself would be the bottleneck here), a warm-up pass, then ``n`` timed POSTs."""
+    httpx itself would be the bottleneck here), a warm-up pass, then ``n`` timed POSTs.
+    ``unique``: every POST has its own subject (no two bodies alike, as transactional mail)."""
     body = json.dumps({"from": "news@mail.acme.example", "subject": "Weekly",
                        "text": "Hello there, this is a line.\n" * 20,
                        "lane": "transactional", "to": ["x@example.net"]})
@@ -102,11 +105,14 @@ async def load(port: int, n: int, clients: int, tag: str) -> tuple[float, list[f
     ok = 0
 
     def request(i: int) -> bytes:
-        payload = body.replace("x@example.net", f"user{i}@example.net").encode()
+        payload = body.replace("x@example.net", f"user{i}@example.net")
+        if unique:
+            payload = payload.replace("Weekly", f"Your code is {i}")
+        payload_b = payload.encode()
         return (f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Authorization: Bearer {KEY}\r\nIdempotency-Key: {tag}-{i}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-                "\r\n").encode() + payload
+                f"Content-Type: application/json\r\nContent-Length: {len(payload_b)}\r\n"
+                "\r\n").encode() + payload_b
 
     async def worker(ids: list[int]) -> None:
         nonlocal ok
@@ -143,6 +149,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--unique", action="store_true",
+                    help="a distinct body per POST (the MIME build is not shared)")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="inboxlab-bench-intake-"))
     try:
@@ -155,7 +163,7 @@ def main() -> None:
                 proc = start(mode, lab, spool, port)
                 try:
                     rate, lat, ok = asyncio.run(load(port, args.requests, args.clients,
-                                                     f"{mode}{r}"))
+                                                     f"{mode}{r}", args.unique))
                 finally:
                     proc.terminate()
                     proc.wait(10)
