@@ -205,12 +205,13 @@ class Spool:
                                 recipients=recipients, body=body, expires=expires,
                                 max_active=max_active)
 
-    def accept_many(self, requests: list[dict[str, Any]]) -> list[Accepted | InputError]:
+    def accept_many(self, requests: list[dict[str, Any]]
+                    ) -> list[Accepted | InputError | IdempotencyConflict]:
         """Group commit: ``accept`` each request (the keyword arguments of ``accept``) in ONE
         transaction and one fsync. Each request gets its own result: an ``Accepted``, or the
         ``InputError`` / ``IdempotencyConflict`` it raised, which rolls back only that
         request (a savepoint each). Nothing is visible or durable before this returns."""
-        out: list[Accepted | InputError] = []
+        out: list[Accepted | InputError | IdempotencyConflict] = []
         now = self.clock()
         with self.tx() as db:
             for kw in requests:
@@ -218,7 +219,7 @@ class Spool:
                 delta = self._delta
                 try:
                     out.append(self._accept(db, now, **kw))
-                except InputError as exc:
+                except (InputError, IdempotencyConflict) as exc:
                     db.execute("ROLLBACK TO one")
                     self._delta = delta
                     out.append(exc)
