@@ -98,13 +98,18 @@ class Runner:
                  resolver: Resolver | None = None, seed: int = 0,
                  clock: Callable[[], float] = time.time, timeout: float = 30.0,
                  tls_context: ssl.SSLContext | None = None,
-                 home: str | Path | None = None) -> None:
+                 home: str | Path | None = None, node_share: float = 1.0) -> None:
         """``tls_context``: the client context for STARTTLS; None verifies certificates as
         ``ssl.create_default_context()`` does. Tests against the sandbox's self-signed cert
         pass ``engine.delivery.smtp.unverified_tls_context()`` explicitly. ``home``: where
         the promotion records live (None: no rollout, every pool runs its configured
-        policy)."""
+        policy). ``node_share``: this engine node's part of every pool's capacity (1/N when
+        N nodes share one queue), so the nodes together keep the pools' limits."""
         from engine.profiles import load_profiles
+
+        if not 0.0 < node_share <= 1.0:
+            raise InputError(f"node_share must be in (0, 1], got {node_share!r}")
+        self.node_share = node_share
 
         self.config = config
         self.spool = spool
@@ -188,7 +193,7 @@ class Runner:
                 if group is None:
                     continue
                 mine = 1.0 if len(files) == 1 else (share if k == 1 else 1.0 - share)
-                group.scheduler.set_share(min(1.0, max(mine, 1e-3)), now)
+                group.scheduler.set_share(min(1.0, max(mine, 1e-3)) * self.node_share, now)
 
     def _arm_files(self, pool: str, rec: PromotionRecord) -> tuple[str, ...]:
         """The policy files ``pool`` runs under ``rec`` (empty: its configured policy, which is
@@ -259,6 +264,8 @@ class Runner:
                 params = got
             sched = Scheduler(params, random.Random(f"{self.seed}:{name}"),
                               classify=self.classifier.classify)
+            if self.node_share != 1.0:
+                sched.set_share(self.node_share, self.clock())
             groups[name] = Group(name, sched, owned, None if file is None else next(iter(owned)))
         if not initial:
             kept = {id(g) for g in groups.values()}
