@@ -11,9 +11,12 @@ their comparison. It drives everyone else through public APIs only and edits non
   slots per (source IP, provider), idle connections reused up to
   ``messages_per_connection``; a 421 stands for the rest of the session; a 4xx at MAIL
   leaves the rest "not tried") and, like the runner, book a session's outcomes together
-  (``record_batch``) when it ends. The live driver's own work (DKIM signing, sqlite commits,
-  the sandbox's parsing, all on one GIL, times the time scale) is a ``DriverCost`` per
-  message on ONE simulated processor, measured from the live run (``fit_cost``).
+  (``record_batch``) when it ends. The live driver's own work (connection set-up with
+  STARTTLS, DKIM signing, sqlite commits, the sandbox's parsing, all on one GIL, times the
+  time scale) is a ``DriverCost`` on ONE simulated processor: per connection opened and
+  per message, fitted to the live run's timeline of acceptances (``fit_cost``); the
+  runner's loop pass and the arrival feeder wait their turn on that processor, and the
+  loop polls with the runner's real-time poll and wait floor (``DriverCost.live``).
 - (b) ``run_live``: ``engine.runner.Runner`` + ``engine.spool.Spool`` against the sandbox
   (aiosmtpd servers in front of the same models) on loopback in compressed real time; the
   runner, spool and sandbox all read ONE clock (the sandbox's ``Clock``).
@@ -29,7 +32,10 @@ failed to replay because the runner's ``record_batch`` went through unlogged.)
 
 Tolerances (``TOLERANCES``; why each is what it is):
 - decisions on replay: exact (same inputs, same seeded rng -> same outputs, by contract);
-- first-attempt dispatch order per queue: exact (FIFO queues fed in arrival order);
+- first-attempt dispatch order per queue: exact over what both runs dispatched (FIFO
+  queues fed in arrival order); how many got a first attempt before the horizon within the
+  count tolerance (at x10 transactional/gmail, held back by the policy after 4.7.28, had
+  257 first attempts in the sim and 270 live, the same 257 first, in the same order);
 - delivered / bounced counts: |sim - live| <= 2 % of messages + 1. Bounces come from
   per-address mailbox kinds (deterministic), delivery is near-certain within the horizon;
   the slack covers a message whose last retry lands on opposite sides of the horizon;
@@ -39,15 +45,43 @@ Tolerances (``TOLERANCES``; why each is what it is):
   a few ms is ~1 model second at scale 200); the sim serialises them;
 - time-to-accept (model s from arrival, and from first dispatch, to acceptance):
   Wasserstein distance <= 60 s + 10 % of the live mean. Retries after 4.7.28 wait ~900 s,
-  so one message more or less throttled moves the mean by seconds. Judged with the fitted
-  ``DriverCost`` (without it, sim 291 s vs live 408-457 s mean, W1 127-167 s: the live
-  run's ~1 model s of driver work per message was missing). ``fit_cost`` matches only the
-  median session span; the distance still judges the throttling, the retry rounds and the
-  spread. Over 10 live runs of parity-small it held in 8 (W1 69-96 s; 112 and 131 s
-  against ~103-110 s) and the gmail deferral rate in 9 (sim 0.22 vs live 0.33 in the
-  run that fitted 1.32 s/message: a slower sim driver draws fewer 4.7.28, the live run
-  did not); so the integration test does not assert either. Left unexplained: the live
-  run needs more retry rounds (7-19 messages take a third retry, the sim 0-9).
+  so one message more or less throttled moves the mean by seconds.
+- with ``run_both(seeds=K)`` the live run is judged against K sim seeds instead
+  (``ensemble_checks``: within 3 sd of the ensemble); the integration test asserts that.
+
+Why the live run drew more 4.7.28 than the sim (issue 7; instrumented with ``tap_model``:
+every connect and end-of-DATA the models answered, in both runs, on one clock - the runner,
+the spool and the sandbox's models all read the sandbox's ``Clock``, so there was no skew):
+1. The live driver's throughput is not constant. It opens ~26 connections in the first
+   ~100 model s (gmail with STARTTLS: 6-35 model s from connect to first MAIL at scale
+   200) and then reuses them: its DATA rate ramps from ~0.5/s to ~1.5/s (per 20 model s:
+   4 8 13 11 14 28 36 30 29 29 28). The old fit (one per-message cost matched to the
+   median dispatch-to-booking span) sat in between (1.0-2.1 s/message: a flat ~1/s), so
+   the sim sent to Gmail's 127.0.0.2 below the 15-per-minute window for longer and its
+   big transactional session drew the 421 later, with fewer messages left to defer.
+2. The live loop runs behind the sessions' work on the one event loop: arrivals reached
+   the core 3-14 model s late (submit lag p50) and the 2-second lifecycle stream to
+   Gmail went out in dues of 1-11 messages (the sim: always 1). A 421 stands for the rest
+   of its session, so bigger sessions lose more messages per 4.7.28 (live bookings
+   11 -> 6 deferred, 8 -> 4, 50 -> 41). Retries likewise came in bigger waves (the
+   runner waits >= 5 ms real = 1 model s at scale 200; the sim used 5 ms model).
+The fix is in the sim driver only: per-connection and per-message costs fitted to the
+live DATA timeline (distance 6-24 s over the first wave), the loop pass and feeder queued
+on the processor, the runner's poll and floor at the run's time scale. Not modelled: the
+sim's loop waits behind the whole queue, so its submit lag is ~2-3x the live one (asyncio
+interleaves the loop between the steps of a message); matching it better would need the
+sessions' work split into the event loop's callbacks. ``_MARK_WINDOW`` / ``_MIN_SHARE``
+and the split are unchanged in the runner; its PIPELINING (the next MAIL/RCPT/DATA behind
+the current content) saves round trips the sim counts at ``rtt_s`` (0.02 s) anyway.
+Measured after the fix (parity-small, scale 200): gmail deferral rate inside the ensemble
+in 21 of 21 runs (load 0.7-5.4, 6 with extra CPU burners), e.g. live 0.398 vs sim 0.399 +- 0.008.
+Left open: time-to-accept held in 18 of 21. The retry wave of a throttled path starts
+from the path's LAST 4.7.28 (+2 x 900 s in parity-small); live, sessions dispatched before
+the pause are still in flight and draw 421s up to ~100 s later than in the sim (one run:
+last 421 bookings at 158-162 s vs 66 s), so the live wave starts later; and live runs
+several sessions per IP in that wave although the plan says ``max_connections`` 1 (the
+semaphore of engine.delivery.smtp.ConnectionPool keeps the first size), opening new TLS
+connections the sim does not.
 
 Compression (measured at x10, ~2,800 messages, ``RunLog.lags``): at time scale 200 and 100
 the live driver cannot keep up with the arrivals (the core hears of a message 6-30 model s
@@ -241,11 +275,11 @@ class Raised:
 # buckets on first use) or whose answer is checked on replay (``next_wakeup``). Every one is
 # logged with its arguments, ``now`` and what it returned or raised.
 RECORDED: Final = ("submit", "submit_many", "due", "record", "record_batch", "feedback",
-                   "tick", "next_wakeup", "connection_plan")
+                   "tick", "next_wakeup", "connection_plan", "set_share")
 # Read-only attributes a driver may use through the recorder. Anything else (``rng``
 # included: a draw outside the verbs is hidden input) raises AttributeError.
 PASS_THROUGH: Final = frozenset({"params", "classify", "salt", "state_of", "factor",
-                                 "breaker_state"})
+                                 "breaker_state", "share"})
 _TIMELESS: Final = frozenset({"next_wakeup", "connection_plan"})  # no ``now`` argument
 
 
@@ -364,6 +398,9 @@ class Recorder:
 
     def feedback(self, signal: Signal, now: float) -> list[Decision]:
         return list(self._log("feedback", now, {"signal": signal}))
+
+    def set_share(self, share: float, now: float) -> None:
+        self._log("set_share", now, {"share": float(share)})
 
     def connection_plan(self, pool: str, source_ip: str, provider: str) -> ConnectionPlan:
         out: ConnectionPlan = self._log("connection_plan", math.nan, {
@@ -500,9 +537,34 @@ class RunLog:
         }
 
 
+# -- the models' side of a run ------------------------------------------------------------------
+Tap = tuple[str, str, float, str, int, int]  # (stage, provider, model time, source IP, session, code)
+
+
+def tap_model(model: Any, name: str, out: list[Tap]) -> None:
+    """Record every connect and end-of-DATA ``model`` answers into ``out`` (the same facts in
+    both runs: the sandbox's models and the sim's). Wraps the two bound methods on this
+    instance only; the answers are unchanged."""
+    connect, data = model.connect, model.data
+
+    def tapped_connect(now: float, source_ip: str, **kw: Any) -> Any:
+        session, reply = connect(now, source_ip, **kw)
+        out.append(("connect", name, now, source_ip, session.id, reply.code))
+        return session, reply
+
+    def tapped_data(session: Any, now: float, facts: Any) -> Any:
+        outcome = data(session, now, facts)
+        out.append(("data", name, now, session.source_ip, session.id, outcome.reply.code))
+        return outcome
+
+    model.connect, model.data = tapped_connect, tapped_data
+
+
 # -- (a) SimPy driver -------------------------------------------------------------------------
 _MARK_WINDOW: Final = 64   # engine.runner: a session books what it has before each such window
 _MIN_SHARE: Final = 32     # engine.runner: a batch is split over connections in parts >= this
+_POLL_REAL: Final = 0.02    # run_live: Runner.run(stop, poll=0.02), real seconds
+_MIN_WAIT_REAL: Final = 0.005  # engine.runner.Runner.run: max(delay, 0.005) real seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,10 +573,26 @@ class DriverCost:
     simulated processor (the live runner, spool and sandbox share one Python process and one
     GIL, so their work queues rather than overlaps): ``session_s`` per connection opened
     (TCP connect, EHLO, STARTTLS, EHLO) and ``message_s`` per message (headers, DKIM signing,
-    the sqlite commits, the sandbox's parse and verify). Zero = the old rtt-only sim."""
+    the sqlite commits, the sandbox's parse and verify). Zero = the old rtt-only sim.
+    ``DriverCost.live`` is the live runner's: its loop's poll and wait floor converted to
+    model seconds, and its loop pass and feeder queued on the processor."""
 
     session_s: float = 0.0
     message_s: float = 0.0
+    # the runner's loop timing in model seconds (``Runner.run``: it waits for a wake-up at most
+    # ``poll`` and at least ``_MIN_WAIT_REAL`` real seconds); the defaults are the old sim's
+    poll_s: float = 5.0
+    min_wait_s: float = 0.005
+    # the loop pass (intake, due, dispatch) and the arrival feeder take their turn on the
+    # processor like the sessions' work (the live event loop runs them behind it)
+    loop_on_cpu: bool = False
+
+    @classmethod
+    def live(cls, message_s: float, time_scale: float, session_s: float = 0.0) -> DriverCost:
+        """The live driver at ``time_scale``: its per-message work, its loop's real-time
+        poll and wait floor in model seconds, its loop queued on the one processor."""
+        return cls(session_s, message_s, _POLL_REAL * time_scale, _MIN_WAIT_REAL * time_scale,
+                   True)
 
 
 def booking_spans(run: RunLog) -> list[float]:
@@ -539,24 +617,86 @@ def _median(xs: Sequence[float]) -> float:
     return xs[len(xs) // 2] if xs else 0.0
 
 
-def fit_cost(sc: Scenario, live: RunLog, *, steps: int = 8) -> DriverCost:
-    """``DriverCost`` measured from the live run's own timestamps: the ``message_s`` (by
-    bisection over [0, 4] model s) at which the sim's median booking span
-    (``booking_spans``) equals the live run's. Only the median of the service spans is
-    matched; what the time-to-accept check still judges is everything else (the 4.7.28
-    draws, the ~900 s retries and how many rounds a message needs, the spread). The
-    per-session share is folded into ``message_s``: the live spans do not separate them
-    (loopback connects are cheap next to a DKIM signature and two sqlite commits)."""
-    target = _median(booking_spans(live))
-    lo, hi = 0.0, 4.0
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        got = _median(booking_spans(run_sim(sc, t0=live.t0, cost=DriverCost(0.0, mid))))
-        lo, hi = (mid, hi) if got < target else (lo, mid)
-    return DriverCost(0.0, (lo + hi) / 2)
+def data_times(run: RunLog) -> list[float]:
+    """Model seconds (from ``t0``) of every end-of-DATA the provider models answered, sorted."""
+    return sorted(at for st, _, at, *_ in run.notes.get("tap", ()) if st == "data")
 
 
-def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = None) -> RunLog:
+def wave_end(times: Sequence[float], after: float, quiet_s: float = 120.0) -> float:
+    """The end of the first wave of DATA: the first DATA at or after ``after`` (the last
+    arrival) that is followed by ``quiet_s`` without one (retries after 4.7.28 come ~900 s
+    later), plus ``quiet_s``; the last DATA + ``quiet_s`` if there is no such gap."""
+    if not times:
+        return after + quiet_s
+    for a, b in zip(times, [*times[1:], math.inf], strict=True):
+        if a >= after and b - a >= quiet_s:
+            return a + quiet_s
+    return times[-1] + quiet_s
+
+
+def timeline_distance(ref: Sequence[float], got: Sequence[float], until: float) -> float:
+    """How far apart two event timelines are, in seconds: the area between their counting
+    curves N(t) (events at or before t) over [0, ``until``], divided by ``len(ref)``. A copy
+    of ``ref`` shifted by d seconds is d away; a missing or extra event costs its distance
+    to ``until``."""
+    import numpy as np
+
+    a = np.asarray(ref, dtype=float)
+    b = np.asarray(got, dtype=float)
+    a, b = a[a <= until], b[b <= until]
+    cuts = np.unique(np.concatenate([a, b, [0.0, until]]))
+    cuts = cuts[(cuts >= 0.0) & (cuts <= until)]
+    na = np.searchsorted(np.sort(a), cuts[:-1], side="right")
+    nb = np.searchsorted(np.sort(b), cuts[:-1], side="right")
+    return float(np.sum(np.abs(na - nb) * np.diff(cuts)) / max(1, len(a)))
+
+
+_SETUP: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # run_sim's (sandbox config, lab)
+_FIT_SESSION: Final = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # model s per connection opened
+_FIT_MESSAGE: Final = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def fit_cost(sc: Scenario, live: RunLog, *, refine: int = 4) -> DriverCost:
+    """``DriverCost`` measured from the live run: the (``session_s``, ``message_s``) whose
+    sim reproduces the live run's first wave of DATA (``data_times`` up to ``wave_end``,
+    compared by ``timeline_distance``), by a grid search and a few golden-section steps on
+    ``message_s``. Both are model seconds on the one simulated processor; the loop timing
+    is the live runner's at the run's time scale (``DriverCost.live``).
+
+    Why the DATA timeline and not the service spans (the old fit matched the median span
+    from dispatch to booking): the live driver opens every connection at the start (TCP,
+    EHLO, STARTTLS: both ends' handshakes in one process) and then reuses them, so its
+    throughput ramps up ~3x once the connections are open. A per-message cost alone,
+    fitted to a median span, sat between the slow start and the fast rest: the sim then
+    sent to Gmail at ~2/3 of the live rate and stayed under the 15-per-minute IP window
+    that the live run crossed (the 4.7.28 gap). Only the timeline of acceptances decides
+    the rate windows, so that is what is matched. The fitted figures and the remaining
+    distance go into the report."""
+    scale = float(live.notes.get("time_scale", 1.0))
+    ref = data_times(live)
+    until = wave_end(ref, max((a.at_s for a in sc.arrivals), default=0.0))
+
+    def dist(session_s: float, message_s: float) -> float:
+        run = run_sim(sc, t0=live.t0, cost=DriverCost.live(message_s, scale, session_s),
+                      until=until)
+        return timeline_distance(ref, data_times(run), until)
+
+    scores = {(ss, ms): dist(ss, ms) for ss in _FIT_SESSION for ms in _FIT_MESSAGE}
+    ss, ms = min(scores, key=lambda k: (scores[k], k))
+    k = _FIT_MESSAGE.index(ms)
+    lo, hi = _FIT_MESSAGE[max(0, k - 1)], _FIT_MESSAGE[min(len(_FIT_MESSAGE) - 1, k + 1)]
+    best = (scores[(ss, ms)], ms)
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(refine):  # golden section on message_s between the grid neighbours
+        x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
+        f1, f2 = dist(ss, x1), dist(ss, x2)
+        best = min(best, (f1, x1), (f2, x2))
+        lo, hi = (lo, x2) if f1 <= f2 else (x1, hi)
+    return DriverCost.live(best[1], scale, ss)
+
+
+def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = None,
+            until: float | None = None) -> RunLog:
     """Run ``sc`` in virtual time: the real Scheduler against the real provider models.
 
     The driver follows ``engine.runner.Runner``: a dispatch is split into sessions as the
@@ -564,7 +704,9 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
     and reuses an idle connection until it carried ``messages_per_connection``, and its
     outcomes are booked together (``record_batch``) when it ends (and before each
     ``_MARK_WINDOW`` of messages), not one by one. ``cost`` adds the live driver's own
-    processing time on one shared processor (see ``DriverCost``)."""
+    processing time on one shared processor (see ``DriverCost``). ``until``: stop at that
+    model second (``fit_cost``'s runs need the first wave only). The models' connects and
+    DATA replies are in ``notes["tap"]`` (``tap_model``)."""
     import numpy as np
     import simpy
 
@@ -576,17 +718,22 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
     wall = time.perf_counter()
     cost = cost or DriverCost()
     t0 = float(int(time.time())) if t0 is None else t0
-    cfg = sandbox_config(sc, 1.0)
-    config = load_config(sc.lab, env={})
+    key = (str(sc.file), str(sc.lab), repr(sorted(sc.providers.items())))
+    if key not in _SETUP:  # the lab and the models' params, read once per scenario
+        _SETUP.clear()
+        _SETUP[key] = (sandbox_config(sc, 1.0), load_config(sc.lab, env={}))
+    cfg, config = _SETUP[key]
     inner, _ = build_scheduler(config, sc.seed)
     sched = Recorder(inner)
     models: dict[str, ProviderModel] = {}
     tls: dict[str, bool] = {}
+    tap: list[Tap] = []
     for spec in cfg.providers:
-        m = ProviderModel(spec.params, np.random.default_rng([cfg.seed, _stable(spec.name)]),
+        m = ProviderModel(spec.params, np.random.default_rng([sc.seed, _stable(spec.name)]),
                           start=t0)
         for ip, days in spec.ip_ages.items():
             m.set_ip_age(ip, days, t0)
+        tap_model(m, spec.name, tap)
         models[spec.name] = m
         tls[spec.name] = spec.tls
     env = simpy.Environment()
@@ -609,11 +756,14 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
     # runs do (the provider models alone are nearly deterministic under a burst)
     jitter = np.random.default_rng([sc.seed, 0xC057])
 
-    def work(seconds: float) -> Iterator[Any]:
-        if seconds > 0:
+    def work(seconds: float, *, turn: bool = False) -> Iterator[Any]:
+        """Hold the processor for ``seconds`` (drawn); ``turn``: only wait for it (the loop
+        pass and the feeder, when ``cost.loop_on_cpu``)."""
+        if seconds > 0 or (turn and cost.loop_on_cpu):
             with cpu.request() as req:
                 yield req
-                yield env.timeout(seconds * jitter.gamma(2.0, 0.5))
+                if seconds > 0:
+                    yield env.timeout(seconds * jitter.gamma(2.0, 0.5))
 
     def book(d: Dispatch, items: list[tuple[int, int | None, str]]) -> None:
         if items:
@@ -641,7 +791,6 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
                 if greet.code >= 400:
                     out.extend((i, greet.code, _text(greet)) for i in chunk)
                     book(d, out)
-                    poke()
                     return
                 if tls[name]:
                     yield env.timeout(2 * sc.rtt_s)
@@ -686,41 +835,59 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
             else:
                 idle[key].append(conn)
         book(d, out)
+
+    def dispatch(d: Dispatch) -> Iterator[Any]:
+        # as engine.runner._dispatch splits a dispatch over sessions, and wakes the loop
+        # once all of them ended
+        per = max(1, d.messages_per_connection)
+        n = len(d.ids)
+        k = max(-(-n // per), min(max(1, d.max_connections), n // _MIN_SHARE or 1))
+        size = -(-n // k)
+        yield env.all_of([env.process(session(d, d.ids[j:j + size]))
+                          for j in range(0, n, size)])
         poke()
 
     def arrivals() -> Iterator[Any]:
-        for a in sc.arrivals:
-            if a.at_s > env.now:
-                yield env.timeout(a.at_s - env.now)
-            pending.append(a)
+        todo = sc.arrivals
+        k = 0
+        while k < len(todo):
+            if todo[k].at_s > env.now:
+                yield env.timeout(todo[k].at_s - env.now)
+            if cost.loop_on_cpu:
+                # run_live's feeder waits its turn, then accepts every arrival already due
+                # without yielding in between
+                yield from work(0.0, turn=True)
+                while k < len(todo) and todo[k].at_s <= env.now:
+                    pending.append(todo[k])
+                    k += 1
+            else:
+                pending.append(todo[k])
+                k += 1
             poke()
 
     def loop() -> Iterator[Any]:
         while env.now <= sc.horizon_s:
+            yield from work(0.0, turn=True)  # the pass waits behind queued work (live loop)
             for a in pending:
                 sched.submit(a.index, lane=a.lane, tenant=TENANT, sending_domain=SENDING_DOMAIN,
                              now=now(), recipient_domain=a.rcpt.rsplit("@", 1)[1])
             pending.clear()
             sched.tick(now())
             for d in sched.due(now()):
-                # as engine.runner._dispatch splits a dispatch over sessions
-                per = max(1, d.messages_per_connection)
-                n = len(d.ids)
-                k = max(-(-n // per), min(max(1, d.max_connections), n // _MIN_SHARE or 1))
-                size = -(-n // k)
-                for j in range(0, n, size):
-                    env.process(session(d, d.ids[j:j + size]))
+                env.process(dispatch(d))
             sched.tick(now())
             nxt = sched.next_wakeup()
-            delay = 5.0 if nxt is None else min(5.0, max(0.005, nxt - now()))
+            delay = (cost.poll_s if nxt is None
+                     else min(cost.poll_s, max(cost.min_wait_s, nxt - now())))
             wake[0] = env.event()
             yield env.any_of([wake[0], env.timeout(delay)])
 
     env.process(arrivals())
     env.process(loop())
-    env.run(until=sc.horizon_s + 1)
+    env.run(until=(sc.horizon_s if until is None else min(until, sc.horizon_s)) + 1)
     return RunLog("sim", t0, sched.log, ids, sc.arrivals, time.perf_counter() - wall,
-                  {"session_s": cost.session_s, "message_s": cost.message_s},
+                  {"session_s": cost.session_s, "message_s": cost.message_s,
+                   "tap": [(st, pr, at - t0, ip, k, code) for st, pr, at, ip, k, code in tap]},
                   rng_state=sched.rng_state())
 
 
@@ -747,6 +914,9 @@ def run_live(sc: Scenario, *, time_scale: float, home: Path,
     try:
         assert box.sandbox is not None
         clock = box.sandbox.clock.now
+        tap: list[Tap] = []
+        for name, prov in box.sandbox.providers.items():  # before the first connection
+            tap_model(prov.model, name, tap)
         addr = box.sandbox.addresses
         env = {f"INBOXLAB_PORT_{n.upper() if n != 'generic' else 'OTHER'}": str(addr[n][1])
                for n in addr}
@@ -806,7 +976,9 @@ def run_live(sc: Scenario, *, time_scale: float, home: Path,
     finally:
         box.stop()
     return RunLog("live", t0, rec.log, ids, sc.arrivals, time.perf_counter() - wall,
-                  {"time_scale": time_scale}, rec.rng_state())
+                  {"time_scale": time_scale,
+                   "tap": [(st, pr, at - t0, ip, k, code) for st, pr, at, ip, k, code in tap]},
+                  rec.rng_state())
 
 
 # -- comparison -------------------------------------------------------------------------------
@@ -819,10 +991,20 @@ def compare(sim: RunLog, live: RunLog, fresh: Callable[[], Scheduler]) -> dict[s
     checks: dict[str, tuple[bool, str]] = {}
     checks["replay_live"] = _ok(replay(live.log, fresh(), rng_state=live.rng_state))
     checks["replay_sim"] = _ok(replay(sim.log, fresh(), rng_state=sim.rng_state))
-    same = sum(1 for k in so["order"] if so["order"][k] == lo["order"].get(k))
-    checks["dispatch_order"] = (same == len(so["order"]) == len(lo["order"]),
-                                f"{same}/{len(so['order'])} queues in identical first-attempt "
-                                "order")
+    # order: what both runs dispatched, in the same order (a queue the policy still held
+    # back at the horizon may have reached a few messages further in one run: that count
+    # is a throughput figure, judged like the delivered count)
+    keys = sorted(set(so["order"]) | set(lo["order"]))
+    same = extra = 0
+    for k in keys:
+        a, b = so["order"].get(k, []), lo["order"].get(k, [])
+        m = min(len(a), len(b))
+        same += a[:m] == b[:m]
+        extra = max(extra, abs(len(a) - len(b)))
+    lim = TOLERANCES["count_share"] * n + 1
+    checks["dispatch_order"] = (same == len(keys) and extra <= lim,
+                                f"{same}/{len(keys)} queues in identical first-attempt order "
+                                f"(first attempts differ by at most {extra}, tol {lim:.0f})")
     for end in ("delivered", "bounced"):
         a, b = so["ends"].get(end, 0), lo["ends"].get(end, 0)
         lim = TOLERANCES["count_share"] * n + 1
@@ -919,6 +1101,11 @@ def format_report(name: str, rep: dict[str, Any]) -> str:
         lines.append(f"  live lag (model s) submit p50 {lag['submit_p50']:.1f} p90 "
                      f"{lag['submit_p90']:.1f} max {lag['submit_max']:.1f}; due p90 "
                      f"{lag['due_p90']:.1f} max {lag['due_max']:.1f}")
+    fit = rep.get("fit")
+    if fit:  # how well the fitted driver reproduces the live run's acceptances
+        lines.append(f"  fit: sim DATA timeline {fit['timeline_distance_s']:.1f} s from the "
+                     f"live one over the first {fit['wave_end_s']:.0f} model s; sim submit "
+                     f"lag p50 {fit['sim_submit_lag_p50']:.1f}")
     return "\n".join(lines)
 
 
@@ -940,6 +1127,11 @@ def run_both(sc: Scenario, *, time_scale: float, home: Path, seeds: int = 0
     sim.notes["live_service_s"] = live.service_s()
     config = load_config(sc.lab, env={})
     rep = compare(sim, live, lambda: build_scheduler(config, sc.seed)[0])
+    ref = data_times(live)
+    until = wave_end(ref, max((a.at_s for a in sc.arrivals), default=0.0))
+    rep["fit"] = {"wave_end_s": until,
+                  "timeline_distance_s": timeline_distance(ref, data_times(sim), until),
+                  "sim_submit_lag_p50": sim.lags()["submit_p50"]}
     if seeds > 0:
         from dataclasses import replace as _replace
 

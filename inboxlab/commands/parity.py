@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
                                  help="directory for the spool and sandbox files"),
         strict: bool = typer.Option(False, "--strict",
                                     help="exit 1 when any check is outside its tolerance"),
+        seeds: int = typer.Option(0, "--seeds",
+                                  help="also simulate N other seeds and judge the live run "
+                                       "against that ensemble (within 3 sd; 0: single run)"),
     ) -> None:
         """Run SCENARIO two ways (SimPy, live runner vs sandbox) and compare them."""
         from dataclasses import replace
@@ -28,10 +31,12 @@ def register(app: typer.Typer) -> None:
 
         if time_scale <= 0:
             raise InputError(f"--time-scale must be > 0, got {time_scale}")
+        if not 0 <= seeds <= 1000:
+            raise InputError(f"--seeds must be between 0 and 1000, got {seeds}")
         sc = load_scenario(scenario)
         if seed is not None:
             sc = replace(sc, seed=seed)
-        rep = run_both(sc, time_scale=time_scale, home=out)
+        rep = run_both(sc, time_scale=time_scale, home=out, seeds=seeds)
         typer.echo(format_report(sc.name, rep))
         if strict and not rep["ok"]:
             raise typer.Exit(1)

@@ -1,13 +1,13 @@
 """Sim/live parity: the small parity scenario run in SimPy and through the live runner
-against the sandbox (loopback, time scale 200, ~10 s wall).
+against the sandbox (loopback, time scale 200, ~20 s wall).
 
 Asserted exactly: both decision logs replay identically into a fresh Scheduler; the
-first-attempt dispatch order per queue is the same in both runs; delivered and bounced
-counts agree within the stated tolerance; the gmail burst drew 421 4.7.28 in both runs.
-The outcome distributions (deferral rate, time-to-accept with the driver cost fitted from
-the same live run) are computed and judged by ``compare`` but not asserted here: over 10 live
-runs the time-to-accept distance was inside its tolerance in 8 of 10 (W1 69-131 s vs a
-~100-110 s tolerance), the gmail deferral rate in 9 of 10; see sim/parity.py.
+first-attempt dispatch order per queue is the same in both runs; the gmail burst drew 421
+4.7.28 in both runs. Asserted against an ensemble of 8 sim seeds (driver cost fitted from the
+same live run's DATA timeline, ``sim.parity.fit_cost``): delivered and bounced counts and the
+per-provider deferral rates (``ensemble_checks``); the time-to-accept checks are printed.
+Also: the fit recovers a known driver cost, the loop model makes dispatches coarser, the
+models' tap sees every accepted message once.
 """
 
 from __future__ import annotations
@@ -29,11 +29,16 @@ from sim.parity import (
     Recorder,
     booking_spans,
     build_scheduler,
+    compare,
+    data_times,
+    fit_cost,
     format_report,
     load_scenario,
     replay,
     run_both,
     run_sim,
+    timeline_distance,
+    wave_end,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,6 +75,8 @@ def _drive(rec: Recorder) -> None:
         rec.record(Result(id=1, pool="tx-a", source_ip="127.0.0.2", provider="gmail",
                           code=250), t + 3)
     rec.feedback(Signal(kind="complaint", pool="mkt-b", provider="gmail"), t + 4)
+    rec.set_share(0.5, now=t + 4.5)  # a canary arm's share of the pools
+    assert rec.share == 0.5
     rec.tick(t + 5)
     rec.next_wakeup()
 
@@ -139,6 +146,73 @@ def test_replay_catches_a_tampered_log() -> None:
     assert replay(log, fresh) is not None
 
 
+def test_timeline_distance_is_the_shift_and_charges_missing_events() -> None:
+    ref = [1.0, 2.0, 5.0, 9.0]
+    assert timeline_distance(ref, ref, 20.0) == 0.0
+    assert timeline_distance(ref, [t + 3.0 for t in ref], 20.0) == pytest.approx(3.0)
+    assert timeline_distance(ref, [t - 0.5 for t in ref], 20.0) == pytest.approx(0.5)
+    # one event missing: it costs (until - its time) / len(ref)
+    assert timeline_distance(ref, ref[:-1], 20.0) == pytest.approx((20.0 - 9.0) / 4)
+    # events after ``until`` do not count on either side
+    assert timeline_distance(ref, [*ref, 25.0], 20.0) == 0.0
+
+
+def test_wave_end_is_the_first_quiet_gap_after_the_arrivals() -> None:
+    times = [1.0, 30.0, 60.0, 100.0, 150.0, 1000.0, 1010.0]
+    assert wave_end(times, after=50.0, quiet_s=120.0) == 150.0 + 120.0
+    assert wave_end(times, after=50.0, quiet_s=45.0) == 100.0 + 45.0  # 60 -> 100 is no gap
+    assert wave_end([], after=50.0) == 50.0 + 120.0
+
+
+def test_models_tap_sees_each_accepted_message_once() -> None:
+    sc = load_scenario(SCENARIO)
+    run = run_sim(sc, t0=1_770_000_000.0, cost=DriverCost.live(0.5, 200.0, 2.0))
+    tap = run.notes["tap"]
+    accepted = [t for t in tap if t[0] == "data" and t[5] == 250]
+    assert len(accepted) == run.outcomes()["ends"]["delivered"] == len(sc.arrivals)
+    assert data_times(run) == sorted(t[2] for t in tap if t[0] == "data")
+    # one connect per session the models saw, each before that session's first DATA
+    first_data: dict[tuple[str, int], float] = {}
+    for st, prov, at, _, sid, _ in tap:
+        if st == "data":
+            first_data.setdefault((prov, sid), at)
+    opened = {(prov, sid): at for st, prov, at, _, sid, _ in tap if st == "connect"}
+    assert set(first_data) <= set(opened)
+    assert all(opened[k] <= first_data[k] for k in first_data)
+
+
+def test_live_loop_model_lags_and_batches_dispatches() -> None:
+    """``DriverCost.live`` queues the loop pass and the feeder on the one processor (as the
+    live event loop runs them behind the sessions' work): arrivals reach the core late and
+    in groups, so the 2-second lifecycle stream to Gmail goes out in multi-message dues."""
+    sc = load_scenario(SCENARIO)
+
+    def lifecycle_gmail_dues(run: object) -> list[int]:
+        return [d.n for c in run.log if c.verb == "due"  # type: ignore[attr-defined]
+                for d in c.out if d.lane == "lifecycle" and d.provider == "gmail"]
+
+    flat = run_sim(sc, t0=0.0, cost=DriverCost(2.0, 0.5))
+    loop = run_sim(sc, t0=0.0, cost=DriverCost.live(0.5, 200.0, 2.0))
+    assert flat.lags()["submit_max"] == 0.0
+    assert loop.lags()["submit_p50"] > 1.0
+    assert max(lifecycle_gmail_dues(flat)[:20]) == 1
+    assert max(lifecycle_gmail_dues(loop)[:20]) > 1
+    assert DriverCost.live(0.5, 200.0).min_wait_s == pytest.approx(1.0)  # 5 ms real x 200
+
+
+def test_fit_recovers_a_known_driver_cost() -> None:
+    """A sim run under another seed with a known cost stands in for the live run: the fit
+    finds its per-session and per-message costs from the DATA timeline alone."""
+    sc = load_scenario(SCENARIO)
+    truth = run_sim(dataclasses.replace(sc, seed=99), t0=0.0,
+                    cost=DriverCost.live(0.5, 200.0, 2.0))
+    truth.notes["time_scale"] = 200.0
+    got = fit_cost(sc, truth)
+    assert 1.0 <= got.session_s <= 4.0
+    assert got.message_s == pytest.approx(0.5, rel=0.3)
+    assert got.loop_on_cpu and got.poll_s == pytest.approx(4.0)
+
+
 def test_bad_scenario_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "parity-bad.toml"
     bad.write_text(f'lab = "{SCENARIO.parent / "parity-lab.toml"}"\n[[stream]]\nlane = "x"\n'
@@ -149,11 +223,21 @@ def test_bad_scenario_is_a_config_error(tmp_path: Path) -> None:
 
 def test_sim_and_live_agree(tmp_path: Path) -> None:
     sc = load_scenario(SCENARIO)
-    rep = run_both(sc, time_scale=200.0, home=tmp_path / "live")
+    rep = run_both(sc, time_scale=200.0, home=tmp_path / "live", seeds=8)
     print(format_report(sc.name, rep))  # the distribution figures, shown with -s
     checks = rep["checks"]
-    for key in ("replay_live", "replay_sim", "dispatch_order", "delivered", "bounced"):
+    for key in ("replay_live", "replay_sim", "dispatch_order"):
         assert checks[key][0], f"{key}: {checks[key][1]}"
+    # the live run is a plausible draw from the model: counts and per-provider deferral rates
+    # within 3 sd of the seed ensemble (sim.parity). The time-to-accept checks are computed
+    # and printed, not asserted: they held in 18 of 21 runs; the live retry waves can start
+    # up to ~100 s later (see the sim.parity docstring, "Left open").
+    ensemble = {k: v for k, v in checks.items() if k.startswith("ensemble.")}
+    assert {"ensemble.delivered", "ensemble.deferral_rate.gmail",
+            "ensemble.arrival_to_accept", "ensemble.dispatch_to_accept"} <= set(ensemble)
+    for key, (ok, text) in ensemble.items():
+        if not key.endswith("_to_accept"):
+            assert ok, f"{key}: {text}"
     n = len(sc.arrivals)
     for side in ("sim", "live"):
         # every message was submitted once and every one had an outcome recorded
@@ -163,3 +247,15 @@ def test_sim_and_live_agree(tmp_path: Path) -> None:
     assert rep["live"]["ends"].get("delivered", 0) >= 0.95 * n
     assert rep["live"]["deferral_rate"]["gmail"] > 0, "live burst never drew 4.7.28"
     assert rep["sim"]["deferral_rate"]["gmail"] > 0, "sim burst never drew 4.7.28"
+
+
+def test_dispatch_order_compares_what_both_runs_dispatched() -> None:
+    """A run cut short dispatched a prefix of the same order: the order holds, and the
+    missing first attempts are judged by the count tolerance."""
+    sc = load_scenario(SCENARIO)
+    full = run_sim(sc, t0=0.0)
+    assert compare(full, full, _fresh)["checks"]["dispatch_order"][0]
+    short = run_sim(sc, t0=0.0, until=40.0)  # the later streams never reached the core
+    ok, text = compare(full, short, _fresh)["checks"]["dispatch_order"]
+    assert not ok and "queues in identical first-attempt order" in text
+    assert text.startswith(f"{len(full.outcomes()['order'])}/")  # every prefix agrees
