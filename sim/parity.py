@@ -695,6 +695,32 @@ def fit_cost(sc: Scenario, live: RunLog, *, refine: int = 4) -> DriverCost:
     return DriverCost.live(best[1], scale, ss)
 
 
+class _Slots:
+    """Connection slots of one (source IP, provider) whose number follows the latest
+    dispatch's plan, as ``engine.delivery.smtp.ConnectionPool`` does: a lower limit makes
+    new sessions wait until enough running ones have ended; waiters re-check in order."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.active = 0
+        self.limit = 1
+        self.waiting: list[Any] = []
+
+    def acquire(self, limit: int) -> Iterator[Any]:
+        self.limit = max(1, limit)
+        while self.active >= self.limit:
+            ev = self.env.event()
+            self.waiting.append(ev)
+            yield ev
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        waiting, self.waiting = self.waiting, []
+        for ev in waiting:
+            ev.succeed()
+
+
 def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = None,
             until: float | None = None) -> RunLog:
     """Run ``sc`` in virtual time: the real Scheduler against the real provider models.
@@ -743,7 +769,7 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
     wake = [env.event()]
     pending: list[Arrival] = []
     cpu = simpy.Resource(env, capacity=1)
-    slots: dict[tuple[str, str], simpy.Resource] = {}
+    slots: dict[tuple[str, str], _Slots] = {}
     idle: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)  # [Session, used]
 
     def poke() -> None:
@@ -778,11 +804,11 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
         key = (d.source_ip, name)
         slot = slots.get(key)
         if slot is None:
-            slot = slots[key] = simpy.Resource(env, capacity=max(1, d.max_connections))
+            slot = slots[key] = _Slots(env)
         out: list[tuple[int, int | None, str]] = []
         done: set[int] = set()
-        with slot.request() as req:
-            yield req
+        yield from slot.acquire(d.max_connections)
+        try:
             conn = idle[key].pop() if idle[key] else None
             if conn is None:
                 yield from work(cost.session_s)
@@ -834,6 +860,8 @@ def run_sim(sc: Scenario, *, t0: float | None = None, cost: DriverCost | None = 
                 m.close(ms, now())
             else:
                 idle[key].append(conn)
+        finally:
+            slot.release()
         book(d, out)
 
     def dispatch(d: Dispatch) -> Iterator[Any]:

@@ -10,8 +10,9 @@ it does not classify replies or touch the spool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.delivery.mx import Destination
@@ -50,8 +51,35 @@ class _Conn:
         self.used = 0
 
 
+class _Limit:
+    """At most ``limit`` holders at once, where ``limit`` may change between acquisitions
+    (the core's connection plan shrinks after 4.7.28 / breaker trips): a lower limit makes
+    new sessions wait until enough running ones have ended."""
+
+    __slots__ = ("active", "cond", "limit")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.limit = 1
+        self.cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, limit: int) -> AsyncIterator[None]:
+        async with self.cond:
+            self.limit = max(1, limit)
+            await self.cond.wait_for(lambda: self.active < self.limit)
+            self.active += 1
+        try:
+            yield
+        finally:
+            async with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+
+
 class ConnectionPool:
-    """Idle connections and a connection semaphore per (source IP, host, port)."""
+    """Idle connections and a connection limit per (source IP, host, port); the limit is
+    the latest plan's ``max_connections`` (it follows the core down and up)."""
 
     def __init__(self, *, helo: str = "engine.inboxlab.test", timeout: float = 30.0,
                  tls_context: ssl.SSLContext | None = None) -> None:
@@ -59,14 +87,15 @@ class ConnectionPool:
         self.timeout = timeout
         self.tls_context = tls_context
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
-        self._sems: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self._sems: dict[tuple[str, str, int], _Limit] = {}
         self.opened = 0
 
-    def _sem(self, key: tuple[str, str, int], limit: int) -> asyncio.Semaphore:
+    def _sem(self, key: tuple[str, str, int], limit: int
+             ) -> contextlib.AbstractAsyncContextManager[None]:
         sem = self._sems.get(key)
         if sem is None:
-            sem = self._sems[key] = asyncio.Semaphore(max(1, limit))
-        return sem
+            sem = self._sems[key] = _Limit()
+        return sem.hold(limit)
 
     async def _open(self, source_ip: str, dest: Destination, tls: str) -> _Conn:
         """Connect from ``source_ip``, EHLO, STARTTLS when offered (required: or fail with
