@@ -42,6 +42,7 @@ from engine.policy.types import LANES, ProviderProfile
 LAB_TOP_KEYS = ("name", "description", "policy", *LAB_SECTIONS, "shaping", "serve")
 _SECRET_KEYS = {"api_keys", "webhook_secret"}
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")  # the password of a URL's user:password@
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Loc = tuple[str | int, ...]
@@ -220,6 +221,7 @@ def load_config(
     serve = _validate(_SERVE, doc.get("serve", {}), file, ("serve",), probs)
     if serve is not None:
         _check_serve(file, base, serve, probs)
+        serve = _serve_spool(file, serve, env, probs)
 
     # --- policy files ---------------------------------------------------------------
     policies: dict[str, LoadedPolicy] = {}
@@ -690,6 +692,44 @@ def _check_serve(file: str, base: Path, serve: ServeModel, probs: _Problems) -> 
         if dom in seen:
             probs.add(file, ("serve", "inbound", "feedback_domains"), f"{dom} is listed twice")
         seen.add(dom)
+
+
+def _serve_spool(file: str, serve: ServeModel, env: Mapping[str, str],
+                 probs: _Problems) -> ServeModel:
+    """``[serve] spool`` with ``${ENV}`` expanded (so a password need not be in the file),
+    checked: a ``postgresql://`` URL with a valid port and schema, or a plain path. Problems
+    are reported without the password."""
+    from urllib.parse import urlsplit
+
+    from engine.spool import is_pg_target
+    from engine.spool.pg import split_url
+
+    def redact(url: str) -> str:  # also for a URL too broken to parse
+        return _PASSWORD.sub(r"\1***@", url)
+
+    if serve.spool is None:
+        return serve
+    loc: Loc = ("serve", "spool")
+    value = _expand_env(file, loc, serve.spool, env, probs)
+    if value is None:
+        return serve.model_copy(update={"spool": None})
+    if is_pg_target(value):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+            split_url(value)
+        except ValueError as exc:
+            probs.add(file, loc, f"{redact(value)}: {exc}")
+            return serve.model_copy(update={"spool": None})
+        except ConfigError as exc:
+            probs.add(file, loc, exc.reason)
+            return serve.model_copy(update={"spool": None})
+        if not (parts.path.strip("/") or parts.hostname):
+            probs.add(file, loc, f"{redact(value)}: names no host and no database")
+    elif "://" in value:
+        probs.add(file, loc, f"{redact(value).split('://', 1)[0]}:// is not a spool: give a "
+                  "postgresql:// URL or a SQLite file path")
+    return serve.model_copy(update={"spool": value})
 
 
 def _ip(text: str) -> str | None:

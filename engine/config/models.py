@@ -299,10 +299,15 @@ class WebhooksModel(_Model):
 
 class ServeModel(_Model):
     """``[serve]``: the HTTP intake's address (``--port`` overrides ``http_port``) and the
-    other listeners of ``inboxlab serve``."""
+    other listeners of ``inboxlab serve``. ``spool``: a SQLite file (relative to the lab
+    file) or a ``postgresql://user:${PGPASSWORD}@host/db?schema=NAME`` URL (``${ENV}``
+    expanded by the loader; default ``<home>/spool.db``); ``nodes``: how many ``inboxlab
+    serve`` processes share that spool (each runs 1/nodes of every pool's capacity)."""
 
     host: ListenHost = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8025
+    spool: Annotated[str, Field(min_length=1)] | None = None
+    nodes: Annotated[int, Field(ge=1, le=1000)] = 1
     inbound: InboundModel = InboundModel()
     submission: SubmissionModel = SubmissionModel()
     webhooks: WebhooksModel = WebhooksModel()

@@ -9,7 +9,10 @@ same spool transaction, and a report seen before (same bytes) changes nothing. T
 recipient's spool state is not moved (an asynchronous bounce follows a 250, so the row is
 usually ``delivered``, which is terminal). It must not parse MIME itself
 (``engine.feedback``), speak SMTP (``engine.inbound.server``) or decide policy: the
-``Signal`` goes to ``on_signal``, which the runner wires to ``Scheduler.feedback``.
+``Signal`` goes to ``on_signal``, which the runner wires to ``Scheduler.feedback``. It
+writes no SQL: the spool's named methods (``recipients_of``, ``route_of``, ``report_seen``,
+``record_report``, ...) do, on SQLite or PostgreSQL alike -- so a report received by one
+engine node suppresses the recipient for every node of a shared spool.
 """
 
 from __future__ import annotations
@@ -26,13 +29,7 @@ from engine.delivery.message import parse_verp, rcpt_hash
 from engine.errors import InputError
 from engine.feedback import ArfReport, DsnReport, parse
 from engine.policy.scheduler import Signal
-from engine.spool import Spool
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbound_seen (digest TEXT PRIMARY KEY, ts REAL NOT NULL,
-  outcome TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_message ON outbox(json_extract(event, '$.message_id'));
-"""
 _MSGID = re.compile(r"<?(m_[0-9a-f]{24})\.(\d+)@[^>\s]+>?", re.I)
 #: ARF feedback types that are complaints (RFC 5965 section 7.3: "abuse" is unsolicited
 #: mail; "fraud" and "virus" are reports against the message too).
@@ -61,36 +58,28 @@ def feedback_domains(config: LabConfig, extra: tuple[str, ...] = ()) -> frozense
 class FeedbackProcessor:
     """Apply received reports to one spool. ``stats`` counts every outcome."""
 
-    def __init__(self, spool: Spool, secret: bytes, *, config: LabConfig | None = None,
+    def __init__(self, spool: Any, secret: bytes, *, config: LabConfig | None = None,
                  on_signal: Callable[[Signal], Any] | None = None) -> None:
+        """``spool``: a ``Spool`` or a ``PgSpool``."""
         self.spool = spool
         self.secret = secret
         self.config = config
         self.on_signal = on_signal
         self.stats: Counter[str] = Counter()
-        with spool.tx() as db:
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
+        spool.prepare_side_tables()
 
     # -- mapping ----------------------------------------------------------------------------
     def _rid_by_verp(self, public_id: str, h: str) -> int | None:
-        with self.spool._lock:
-            rows = self.spool.db.execute(
-                "SELECT r.id, r.rcpt FROM recipients r JOIN messages m ON m.id=r.message_id "
-                "WHERE m.public_id=?", (public_id,)).fetchall()
+        rows = self.spool.recipients_of(public_id)
         return next((rid for rid, rcpt in rows if rcpt_hash(rcpt) == h), None)
 
     def _rid_by_msgid(self, msgid: str) -> int | None:
         m = _MSGID.search(msgid)
         if m is None:
             return None
-        with self.spool._lock:
-            row = self.spool.db.execute(
-                "SELECT r.id FROM recipients r JOIN messages m ON m.id=r.message_id "
-                "WHERE m.public_id=? AND r.id=?", (m.group(1).lower(), int(m.group(2)))
-            ).fetchone()
-        return None if row is None else int(row[0])
+        want = int(m.group(2))
+        rows = self.spool.recipients_of(m.group(1).lower())
+        return next((rid for rid, _ in rows if rid == want), None)
 
     def locate(self, addresses: list[str], message_id: str | None) -> tuple[int | None, bool]:
         """(recipient id or None, whether a forged VERP address was seen)."""
@@ -112,18 +101,8 @@ class FeedbackProcessor:
 
     def route_of(self, rid: int) -> tuple[str | None, str | None]:
         """(pool, provider) that carried recipient ``rid`` last, from its attempts/events."""
-        with self.spool._lock:
-            db = self.spool.db
-            row = db.execute("SELECT pool FROM attempts WHERE recipient_id=? AND pool IS NOT "
-                             "NULL ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
-            pid, rcpt = db.execute("SELECT m.public_id, r.rcpt FROM recipients r JOIN messages"
-                                   " m ON m.id=r.message_id WHERE r.id=?", (rid,)).fetchone()
-            prov = db.execute(
-                "SELECT json_extract(event, '$.provider') FROM outbox WHERE "
-                "json_extract(event, '$.message_id')=? AND json_extract(event, '$.recipient')=?"
-                " AND json_extract(event, '$.provider') IS NOT NULL ORDER BY seq DESC LIMIT 1",
-                (pid, rcpt)).fetchone()
-        return (row[0] if row else None), (prov[0] if prov else None)
+        pool, provider = self.spool.route_of(rid)
+        return pool, provider
 
     # -- processing -------------------------------------------------------------------------
     def process(self, raw: bytes, rcpt_tos: list[str] | tuple[str, ...] = ()) -> Outcome:
@@ -138,10 +117,8 @@ class FeedbackProcessor:
 
     def _process(self, raw: bytes, rcpt_tos: list[str]) -> Outcome:
         digest = hashlib.sha256(raw).hexdigest()
-        with self.spool._lock:
-            if self.spool.db.execute("SELECT 1 FROM inbound_seen WHERE digest=?",
-                                     (digest,)).fetchone():
-                return Outcome("duplicate", reason="this report was received before")
+        if self.spool.report_seen(digest):
+            return Outcome("duplicate", reason="this report was received before")
         fb = parse(raw)
         if isinstance(fb, DsnReport):
             failed = [r for r in fb.recipients if r.permanent]
@@ -167,17 +144,12 @@ class FeedbackProcessor:
         scope = self.config.tenants[job.tenant].suppression_scope if (
             self.config and job.tenant in self.config.tenants) else "tenant"
         owner = "*" if scope == "global" else job.tenant
-        now = self.spool.clock()
         reason = "bounce" if kind == "bounced" else "complaint"
-        with self.spool.tx() as db:
-            db.execute("INSERT INTO inbound_seen VALUES (?,?,?)", (digest, now, kind))
-            self.spool._emit_for(db, rid, kind, now, reason=why or reason, pool=pool,
-                                 provider=provider, detail={"dialect": fb.dialect})
-            cur = db.execute("INSERT OR IGNORE INTO suppressions VALUES (?,?,?,?)",
-                             (owner, job.rcpt.strip().lower(), reason, now))
-            if cur.rowcount:
-                self.spool._emit(db, job.tenant, event="suppressed", recipient=job.rcpt,
-                                 reason=reason, ts=now)
+        if not self.spool.record_report(digest, rid, kind, reason=why or reason,
+                                        suppress_as=reason, owner=owner,
+                                        fields={"pool": pool, "provider": provider,
+                                                "detail": {"dialect": fb.dialect}}):
+            return Outcome("duplicate", reason="this report was received before")
         signal = None
         if pool is not None and provider is not None:
             signal = Signal(kind="complaint" if kind == "complaint" else "bounce", pool=pool,
@@ -187,7 +159,5 @@ class FeedbackProcessor:
         return Outcome(kind, job.public_id, job.rcpt, signal, why)
 
     def _seen(self, digest: str, out: Outcome) -> Outcome:
-        with self.spool.tx() as db:
-            db.execute("INSERT OR IGNORE INTO inbound_seen VALUES (?,?,?)",
-                       (digest, self.spool.clock(), out.status))
+        self.spool.mark_report(digest, out.status)
         return out

@@ -1,7 +1,10 @@
 """``inboxlab serve``: every listener and loop of the engine in one asyncio process.
 
 Owns startup and shutdown of the whole engine process: the spool (opened with crash
-recovery), the per-home HMAC secret, the HTTP intake (uvicorn on a socket bound here), the
+recovery; ``<home>/spool.db`` by default, or ``[serve] spool`` / ``--spool``: a SQLite path
+or a ``postgresql://`` URL, where several ``inboxlab serve`` processes are the nodes of one
+shared queue, each taking ``1/[serve] nodes`` of every pool's capacity), the per-home HMAC
+secret, the HTTP intake (uvicorn on a socket bound here), the
 delivery ``Runner``, the inbound feedback receiver (SMTP, wired to the runner's schedulers
 through ``engine.inbound.wire.feed_runner``), SMTP submission (STARTTLS + AUTH, certificate
 from ``[serve.submission]`` or generated once under the home) and the webhook dispatcher.
@@ -81,6 +84,8 @@ class Listening:
     webhooks: list[str] = field(default_factory=list)
     webhooks_skipped: dict[str, str] = field(default_factory=dict)
     loop: str = "asyncio"  # the event loop implementation (``uvloop`` when installed)
+    node: str | None = None  # this node's id on a shared PostgreSQL spool
+    nodes: int = 1  # ``[serve] nodes``: this node runs 1/nodes of every pool's capacity
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (``--json``)."""
@@ -88,11 +93,13 @@ class Listening:
                 "feedback_domains": self.feedback_domains, "submission": self.submission,
                 "certificate": self.certificate, "webhooks": self.webhooks,
                 "webhooks_skipped": self.webhooks_skipped, "spool": self.spool,
-                "recovered": self.recovered, "loop": self.loop}
+                "recovered": self.recovered, "loop": self.loop, "node": self.node,
+                "nodes": self.nodes}
 
     def lines(self) -> list[str]:
         """The human form: one line per listener."""
-        out = [f"inboxlab: serving on http://{self.http} (spool {self.spool}, "
+        node = f", node {self.node} of {self.nodes}" if self.node else ""
+        out = [f"inboxlab: serving on http://{self.http} (spool {self.spool}{node}, "
                f"recovered {self.recovered}, {self.loop} loop)"]
         if self.inbound:
             out.append(f"inboxlab: inbound feedback on smtp://{self.inbound} for "
@@ -162,10 +169,43 @@ async def _close(server: Any, timeout: float = 5.0) -> None:
 
 
 def in_flight(spool: Any) -> int:
-    """Attempts started and not finished (what a clean stop must leave at 0)."""
-    with spool._lock:
-        return int(spool.db.execute("SELECT count(*) FROM attempts WHERE finished IS NULL"
-                                    ).fetchone()[0])
+    """Attempts this engine started and has not finished (what a clean stop must leave at
+    0; on a shared PostgreSQL spool, this node's)."""
+    return int(spool.open_attempts())
+
+
+def spool_target(config: LabConfig, home: Path, spool: str | None = None) -> str | Path:
+    """Where the spool is: ``spool`` (``--spool``) if given, else ``[serve] spool`` (a path
+    relative to the lab file, or a URL), else ``<home>/spool.db``."""
+    from engine.spool import is_pg_target
+
+    target = spool if spool is not None else config.serve.spool
+    if target is None:
+        return home / "spool.db"
+    if is_pg_target(target):
+        return target
+    path = Path(target).expanduser()
+    if spool is None and not path.is_absolute():
+        path = Path(config.file).parent / path
+    return path
+
+
+def open_serve_spool(config: LabConfig, home: Path, spool: str | None = None) -> Any:
+    """Open the spool ``spool_target`` names (with crash recovery; on PostgreSQL also the
+    takeover of dead nodes). Raises ``ConfigError`` (located at ``[serve] spool`` when it
+    came from the file) or ``InputError`` (``--spool``) when it cannot be opened."""
+    from engine.spool import is_pg_target, open_spool
+    from engine.spool.pg import redact
+
+    target = spool_target(config, home, spool)
+    try:
+        return open_spool(target, run_id=f"serve-{os.getpid()}")
+    except ConfigError as exc:
+        if not is_pg_target(target):
+            raise
+        if spool is None:
+            raise ConfigError(config.file, "serve.spool", exc.reason) from None
+        raise InputError(f"--spool {redact(str(target))}: {exc.reason}") from None
 
 
 async def drain_webhooks(dispatcher: Any, seconds: float, poll: float = 0.05) -> bool:
@@ -191,16 +231,16 @@ async def drain_webhooks(dispatcher: Any, seconds: float, poll: float = 0.05) ->
 async def serve(config: LabConfig, home: Path, *, host: str | None = None,
                 port: int | None = None, seed: int = 0, ready: asyncio.Event | None = None,
                 as_json: bool = False, inbound_port: int | None = None,
-                submission_port: int | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. ``host``/``port`` and the ``*_port`` arguments override
-    ``[serve]``; ``ready`` is set once every listener is bound."""
+                submission_port: int | None = None, spool_url: str | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. ``host``/``port``, the ``*_port`` arguments and
+    ``spool_url`` (a path or a ``postgresql://`` URL) override ``[serve]``; ``ready`` is set
+    once every listener is bound."""
     import uvicorn
 
     from engine.inbound import FeedbackProcessor, InboundServer, feedback_domains
     from engine.inbound.wire import feed_runner
     from engine.intake.app import create_app
     from engine.runner import Runner
-    from engine.spool import Spool
     from engine.submission import SubmissionServer, self_signed_context
     from engine.webhooks import WebhookDispatcher
 
@@ -228,7 +268,7 @@ async def serve(config: LabConfig, home: Path, *, host: str | None = None,
 
     try:
         secret = home_secret(home)
-        spool = Spool(home / "spool.db", run_id=f"serve-{os.getpid()}")
+        spool = open_serve_spool(config, home, spool_url)
     except OSError as exc:
         http_sock.close()
         raise InputError(f"cannot use the home {home}: {exc.strerror or exc}") from None
@@ -237,9 +277,11 @@ async def serve(config: LabConfig, home: Path, *, host: str | None = None,
         raise
     closers: list[Any] = []
     try:
-        runner = Runner(config, spool, secret=secret, seed=seed, home=home)
+        runner = Runner(config, spool, secret=secret, seed=seed, home=home,
+                        node_share=1.0 / cfg.nodes)
         info = Listening(http=_addr(host, int(http_sock.getsockname()[1])),
-                         spool=str(home / "spool.db"), recovered=dict(spool.recovered),
+                         spool=spool.location(), recovered=dict(spool.recovered),
+                         node=getattr(spool, "node", None), nodes=cfg.nodes,
                          webhooks=[e.tenant for e in endpoints], webhooks_skipped=skipped,
                          loop=loop_name())
         feed = feed_runner(runner)
@@ -344,6 +386,7 @@ async def _run(config: LabConfig, spool: Any, runner: Any, dispatcher: Any,
             wh_stop.set()
             await wh_task  # the batch in flight ends (cursor advanced or retried later)
             await drain_webhooks(dispatcher, config.serve.webhooks.drain)
+            dispatcher.release()  # a shared spool's other nodes take the endpoints at once
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

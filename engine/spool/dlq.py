@@ -1,4 +1,5 @@
-"""Dead letters and replay, on the spool database through ``Spool``'s connection.
+"""Dead letters and replay, through the spool's named methods (SQLite ``Spool`` or
+PostgreSQL ``PgSpool`` alike).
 
 Owns reading failed recipients (``dead_lettered``, ``expired``, ``bounced``) with their
 reasons and full attempt history -- redacted in listings (no body, recipient masked) -- and
@@ -6,8 +7,9 @@ replay: matching recipients move ``-> replayed -> queued`` in ONE transaction wi
 events, optionally with a new ``not_before`` (kept as the recipient's ``next_at``, which the
 runner hands to the core) and a requested pool (kept in ``replays``). A replay is keyed by
 tenant + filter + constraints: each recipient is replayed at most once per key, so a second
-identical request does nothing. It adds the ``replays`` table and must not change the
-spool's own tables or states (``engine.spool.store`` / ``states`` own those).
+identical request does nothing. The SQL lives in the spools (``failed_recipients``,
+``recipient_events``, ``replay_failed``, ...); this module must not change the spool's own
+tables or states (``engine.spool.store`` / ``pg`` / ``states`` own those).
 """
 
 from __future__ import annotations
@@ -18,12 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import InputError
-from engine.spool.store import Spool
 
 FAILED = ("dead_lettered", "expired", "bounced")
-_SCHEMA = """CREATE TABLE IF NOT EXISTS replays (
-  key TEXT NOT NULL, recipient_id INTEGER NOT NULL, ts REAL NOT NULL, pool TEXT,
-  not_before REAL, PRIMARY KEY (key, recipient_id))"""
 _TERMINAL_EVENTS = ("dead_lettered", "expired", "bounced", "ambiguous")
 
 
@@ -86,52 +84,33 @@ class ReplayResult:
 
 
 class DeadLetters:
-    """Dead-letter queries and replay on one open ``Spool``."""
+    """Dead-letter queries and replay on one open spool (``Spool`` or ``PgSpool``)."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Any) -> None:
         self.spool = spool
-        with spool.tx() as db:
-            db.execute(_SCHEMA)
+        spool.prepare_side_tables()
 
     def _rows(self, f: Filter, limit: int, rid: int | None = None) -> list[DeadLetter]:
-        q = ("SELECT r.id, m.public_id, m.tenant, m.campaign, m.lane, r.rcpt, r.state,"
-             " r.ambiguous, r.attempts, r.updated FROM recipients r JOIN messages m ON"
-             " m.id=r.message_id WHERE r.state IN ('dead_lettered','expired','bounced')")
-        args: list[Any] = []
-        for col, val in (("m.tenant", f.tenant), ("m.campaign", f.campaign),
-                         ("r.state", f.state), ("m.public_id", f.message_id), ("r.id", rid)):
-            if val is not None:
-                q += f" AND {col}=?"
-                args.append(val)
-        q += " ORDER BY r.id"
         out: list[DeadLetter] = []
-        with self.spool._lock:
-            db = self.spool.db
-            for row in db.execute(q, args).fetchall():
-                rid_, pid, tenant, campaign, lane, rcpt, state, amb, n, upd = row
-                evs = db.execute(
-                    "SELECT json_extract(event,'$.event'), json_extract(event,'$.reason'),"
-                    " json_extract(event,'$.provider'), json_extract(event,'$.pool'),"
-                    " json_extract(event,'$.response') FROM outbox WHERE"
-                    " json_extract(event,'$.message_id')=? AND"
-                    " json_extract(event,'$.recipient')=? ORDER BY seq DESC",
-                    (pid, rcpt)).fetchall()
-                term = next((e for e in evs if e[0] in _TERMINAL_EVENTS), None)
-                reason = (term[1] or term[4]) if term else None
-                provider = next((e[2] for e in evs if e[2]), None)
-                pool = next((e[3] for e in evs if e[3]), None)
-                if pool is None:
-                    p = db.execute("SELECT pool FROM attempts WHERE recipient_id=? ORDER BY id"
-                                   " DESC LIMIT 1", (rid_,)).fetchone()
-                    pool = p[0] if p else None
-                if f.provider is not None and provider != f.provider:
-                    continue
-                if f.reason is not None and f.reason.lower() not in (reason or "").lower():
-                    continue
-                out.append(DeadLetter(rid_, pid, tenant, campaign, lane, rcpt, state,
-                                      bool(amb), n, provider, pool, reason, upd))
-                if len(out) >= limit:
-                    break
+        for row in self.spool.failed_recipients(tenant=f.tenant, campaign=f.campaign,
+                                                state=f.state, message_id=f.message_id,
+                                                rid=rid):
+            rid_, pid, tenant, campaign, lane, rcpt, state, amb, n, upd = row
+            evs = self.spool.recipient_events(pid, rcpt)
+            term = next((e for e in evs if e[0] in _TERMINAL_EVENTS), None)
+            reason = (term[1] or term[4]) if term else None
+            provider = next((e[2] for e in evs if e[2]), None)
+            pool = next((e[3] for e in evs if e[3]), None)
+            if pool is None:
+                pool = self.spool.last_pool(rid_)
+            if f.provider is not None and provider != f.provider:
+                continue
+            if f.reason is not None and f.reason.lower() not in (reason or "").lower():
+                continue
+            out.append(DeadLetter(rid_, pid, tenant, campaign, lane, rcpt, state,
+                                  bool(amb), n, provider, pool, reason, upd))
+            if len(out) >= limit:
+                break
         return out
 
     def list(self, f: Filter = Filter(), *, limit: int = 1000) -> list[DeadLetter]:
@@ -147,17 +126,9 @@ class DeadLetters:
         if not rows:
             raise InputError(f"no dead letter with id {rid}"
                              + (f" for tenant {tenant}" if tenant else ""))
-        with self.spool._lock:
-            db = self.spool.db
-            atts = db.execute("SELECT n, started, finished, pool, source_ip, mx_host, "
-                              "data_started, code, response FROM attempts WHERE recipient_id=?"
-                              " ORDER BY id", (rid,)).fetchall()
-            size, bhash = db.execute(
-                "SELECT length(b.data), b.hash FROM recipients r JOIN messages m ON "
-                "m.id=r.message_id JOIN bodies b ON b.hash=m.body_hash WHERE r.id=?",
-                (rid,)).fetchone()
-            reps = db.execute("SELECT key, ts, pool, not_before FROM replays WHERE "
-                              "recipient_id=? ORDER BY ts", (rid,)).fetchall()
+        atts = self.spool.attempt_history(rid)
+        size, bhash = self.spool.body_digest(rid) or (0, "")
+        reps = self.spool.replays_of(rid)
         out = rows[0].as_dict()
         out["body"] = {"bytes": size, "sha256": bhash, "redacted": True}
         out["attempt_history"] = [
@@ -174,32 +145,12 @@ class DeadLetters:
             {"filter": asdict(f), "pool": pool, "not_before": not_before},
             sort_keys=True).encode()).hexdigest()[:32]
         matched = self._rows(f, limit)
-        done: list[int] = []
-        already: list[int] = []
-        now = self.spool.clock()
-        with self.spool.tx() as db:
-            for d in matched:
-                if db.execute("SELECT 1 FROM replays WHERE key=? AND recipient_id=?",
-                              (key, d.id)).fetchone():
-                    already.append(d.id)
-                    continue
-                state = db.execute("SELECT state FROM recipients WHERE id=?",
-                                   (d.id,)).fetchone()[0]
-                if state != d.state:  # changed since it was read: leave it alone
-                    continue
-                self.spool._move(db, d.id, "replayed", now)
-                self.spool._emit_for(db, d.id, "replayed", now, state="replayed",
-                                     reason=f"replay {key}" + (f" pool={pool}" if pool else ""),
-                                     pool=pool)
-                self.spool._move(db, d.id, "queued", now, next_at=not_before)
-                db.execute("INSERT INTO replays VALUES (?,?,?,?,?)",
-                           (key, d.id, now, pool, not_before))
-                done.append(d.id)
+        done, already = self.spool.replay_failed(
+            key, [(d.id, d.state) for d in matched], pool=pool, not_before=not_before,
+            reason=f"replay {key}" + (f" pool={pool}" if pool else ""))
         return ReplayResult(key, tuple(done), tuple(already))
 
     def requested_pool(self, rid: int) -> str | None:
         """The pool the latest replay of ``rid`` asked for (None: no constraint)."""
-        with self.spool._lock:
-            row = self.spool.db.execute("SELECT pool FROM replays WHERE recipient_id=? ORDER "
-                                        "BY ts DESC LIMIT 1", (rid,)).fetchone()
-        return row[0] if row else None
+        result: str | None = self.spool.requested_pool(rid)
+        return result

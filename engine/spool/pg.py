@@ -832,3 +832,287 @@ class PgSpool:
             counts["ambiguous"] = len(amb)
             counts["requeued"] = len(rows) - len(amb)
         return counts
+
+    # -- what the engine's other parts keep in the spool --------------------------------------
+    # The same named methods as ``Spool``'s (dead-letter replays, received reports, webhook
+    # cursors, serve's status), in PostgreSQL SQL; safe with several nodes on one schema.
+
+    def prepare_side_tables(self) -> None:
+        """Create the ``replays``, ``inbound_seen`` and ``webhook_cursors`` tables (and the
+        outbox index by message id and recipient) if missing. Idempotent; nodes starting
+        together are serialized by the schema lock."""
+        with self.tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            db.execute(_SIDE_SCHEMA)
+
+    def location(self) -> str:
+        """Where this spool is, for status lines: the URL without its password, and the
+        schema."""
+        url = redact(self.url)
+        return url + ("&" if "?" in url else "?") + f"schema={self.schema}"
+
+    def open_attempts(self) -> int:
+        """Attempts this node started and has not finished (what its clean stop must leave
+        at 0; other nodes' sends are theirs)."""
+        with self._lock:
+            row = self.db.execute("SELECT count(*) FROM attempts WHERE finished IS NULL AND"
+                                  " node=%s", (self.node,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def failed_recipients(self, *, tenant: str | None = None, campaign: str | None = None,
+                          state: str | None = None, message_id: str | None = None,
+                          rid: int | None = None) -> list[tuple[Any, ...]]:
+        """Recipients in ``dead_lettered`` / ``expired`` / ``bounced`` matching the given
+        columns, by id: (id, public_id, tenant, campaign, lane, rcpt, state, ambiguous,
+        attempts, updated)."""
+        q = ("SELECT r.id, m.public_id, m.tenant, m.campaign, m.lane, r.rcpt, r.state,"
+             " r.ambiguous, r.attempts, r.updated FROM recipients r JOIN messages m ON"
+             " m.id=r.message_id WHERE r.state IN ('dead_lettered','expired','bounced')")
+        args: list[Any] = []
+        for col, val in (("m.tenant", tenant), ("m.campaign", campaign), ("r.state", state),
+                         ("m.public_id", message_id), ("r.id", rid)):
+            if val is not None:
+                q += f" AND {col}=%s"
+                args.append(val)
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(q + " ORDER BY r.id", args)]
+
+    def recipient_events(self, public_id: str, rcpt: str) -> list[tuple[Any, ...]]:
+        """(event, reason, provider, pool, response) of one recipient's outbox events,
+        newest first (insertion order: rows not stamped with a ``seq`` yet count too)."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT event->>'event', event->>'reason', event->>'provider', event->>'pool',"
+                " event->>'response' FROM outbox WHERE event->>'message_id'=%s AND"
+                " event->>'recipient'=%s ORDER BY id DESC", (public_id, rcpt))]
+
+    def last_pool(self, rid: int) -> str | None:
+        """The pool of recipient ``rid``'s latest attempt that had one."""
+        with self._lock:
+            row = self.db.execute("SELECT pool FROM attempts WHERE recipient_id=%s AND pool IS"
+                                  " NOT NULL ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
+        return row[0] if row else None
+
+    def route_of(self, rid: int) -> tuple[str | None, str | None]:
+        """(pool, provider) that carried recipient ``rid`` last, from its attempts and its
+        newest event naming a provider. Raises ``StateError`` if ``rid`` is unknown."""
+        with self._lock:
+            row = self.db.execute("SELECT m.public_id, r.rcpt FROM recipients r JOIN messages"
+                                  " m ON m.id=r.message_id WHERE r.id=%s", (rid,)).fetchone()
+            if row is None:
+                raise StateError(f"unknown recipient {rid}")
+            prov = self.db.execute(
+                "SELECT event->>'provider' FROM outbox WHERE event->>'message_id'=%s AND"
+                " event->>'recipient'=%s AND event->>'provider' IS NOT NULL ORDER BY id DESC"
+                " LIMIT 1", (row[0], row[1])).fetchone()
+        return self.last_pool(rid), (prov[0] if prov else None)
+
+    def attempt_history(self, rid: int) -> list[tuple[Any, ...]]:
+        """(n, started, finished, pool, source_ip, mx_host, data_started 0/1, code,
+        response) of each attempt of ``rid``, oldest first."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT n, started, finished, pool, source_ip, mx_host, data_started::int,"
+                " code, response FROM attempts WHERE recipient_id=%s ORDER BY id", (rid,))]
+
+    def body_digest(self, rid: int) -> tuple[int, str] | None:
+        """(size in bytes, sha256 hex) of recipient ``rid``'s body, or None if unknown."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT octet_length(b.data), b.hash FROM recipients r JOIN messages m ON "
+                "m.id=r.message_id JOIN bodies b ON b.hash=m.body_hash WHERE r.id=%s",
+                (rid,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def replays_of(self, rid: int) -> list[tuple[Any, ...]]:
+        """(key, ts, pool, not_before) of each replay of ``rid``, oldest first."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT key, ts, pool, not_before FROM replays WHERE recipient_id=%s ORDER BY"
+                " ts", (rid,))]
+
+    def requested_pool(self, rid: int) -> str | None:
+        """The pool the latest replay of ``rid`` asked for (None: no constraint)."""
+        with self._lock:
+            row = self.db.execute("SELECT pool FROM replays WHERE recipient_id=%s ORDER BY ts"
+                                  " DESC LIMIT 1", (rid,)).fetchone()
+        return row[0] if row else None
+
+    def replay_failed(self, key: str, items: Iterable[tuple[int, str]], *,
+                      pool: str | None = None, not_before: float | None = None,
+                      reason: str = "") -> tuple[list[int], list[int]]:
+        """In ONE transaction, move each (rid, state it was read in) ``-> replayed ->
+        queued`` with its ``replayed`` event and a ``replays`` row under ``key``. Skips a
+        recipient replayed under ``key`` before (returned second) or no longer in that
+        state (left alone). The recipients' rows are locked first, so two replays racing
+        (from two nodes or the CLI) replay each recipient once. Returns (replayed ids,
+        already replayed ids)."""
+        wanted = list(items)
+        done: list[int] = []
+        already: list[int] = []
+        now = self.clock()
+        with self.tx() as db:
+            rows = self._rows(db, [rid for rid, _ in wanted], "r.state")
+            seen = {r[0] for r in db.execute(
+                "SELECT recipient_id FROM replays WHERE key=%s AND recipient_id = ANY(%s)",
+                (key, [rid for rid, _ in wanted]))}
+            for rid, state in wanted:
+                if rid in seen:
+                    already.append(rid)
+                    continue
+                row = rows.get(rid)
+                if row is None or row[1] != state:  # changed since it was read
+                    continue
+                self._move(db, rid, "replayed", now)
+                self._emit_for(db, rid, "replayed", now, state="replayed", reason=reason,
+                               pool=pool)
+                self._move(db, rid, "queued", now, next_at=not_before)
+                db.execute("INSERT INTO replays VALUES (%s,%s,%s,%s,%s)",
+                           (key, rid, now, pool, not_before))
+                seen.add(rid)
+                done.append(rid)
+        return done, already
+
+    def recipients_of(self, public_id: str) -> list[tuple[int, str]]:
+        """(recipient id, address) of each recipient of message ``public_id``."""
+        with self._lock:
+            return [(int(r), str(a)) for r, a in self.db.execute(
+                "SELECT r.id, r.rcpt FROM recipients r JOIN messages m ON m.id=r.message_id "
+                "WHERE m.public_id=%s ORDER BY r.id", (public_id,))]
+
+    def report_seen(self, digest: str) -> bool:
+        """True when a received report with this digest was recorded before (by any
+        node)."""
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM inbound_seen WHERE digest=%s",
+                                   (digest,)).fetchone() is not None
+
+    def mark_report(self, digest: str, outcome: str) -> None:
+        """Record a received report that changed nothing (a second one is a duplicate)."""
+        with self.tx() as db:
+            db.execute("INSERT INTO inbound_seen VALUES (%s,%s,%s) ON CONFLICT DO NOTHING",
+                       (digest, self.clock(), outcome))
+
+    def record_report(self, digest: str, rid: int, kind: str, *, reason: str,
+                      suppress_as: str, owner: str, fields: dict[str, Any]) -> bool:
+        """ONE transaction: record report ``digest`` as ``kind``, write recipient ``rid``'s
+        ``kind`` event (``reason`` and ``fields``), and put its address on ``owner``'s
+        suppression list (``suppress_as``: the suppression reason) with a ``suppressed``
+        event if it was new. False (nothing written) if ``digest`` was recorded before --
+        also when another node records the same report at the same moment."""
+        now = self.clock()
+        with self.tx() as db:
+            if db.execute("INSERT INTO inbound_seen VALUES (%s,%s,%s) ON CONFLICT DO NOTHING"
+                          " RETURNING 1", (digest, now, kind)).fetchone() is None:
+                return False
+            self._emit_for(db, rid, kind, now, reason=reason, **fields)
+            tenant, rcpt = db.execute("SELECT m.tenant, r.rcpt FROM recipients r JOIN "
+                                      "messages m ON m.id=r.message_id WHERE r.id=%s",
+                                      (rid,)).fetchone()
+            cur = db.execute("INSERT INTO suppressions VALUES (%s,%s,%s,%s) ON CONFLICT DO"
+                             " NOTHING", (owner, rcpt.strip().lower(), suppress_as, now))
+            if cur.rowcount:
+                self._emit(db, tenant, event="suppressed", recipient=rcpt, reason=suppress_as,
+                           ts=now)
+        return True
+
+    def webhook_open(self, endpoints: Iterable[tuple[str, str]]) -> None:
+        """Make a cursor row (at the start) for each (endpoint key, tenant) lacking one."""
+        rows = sorted(set(endpoints))
+        if not rows:
+            return
+        with self.tx() as db:
+            db.execute("INSERT INTO webhook_cursors (endpoint, tenant) SELECT * FROM"
+                       " unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                       ([k for k, _ in rows], [t for _, t in rows]))
+
+    def webhook_cursor(self, key: str) -> tuple[int, int, int, float, str | None]:
+        """(outbox_seq, stream_seq, failures, next_at, last_error) of endpoint ``key``.
+        Raises ``StateError`` for an endpoint without a cursor."""
+        with self._lock:
+            row = self.db.execute("SELECT outbox_seq, stream_seq, failures, next_at, last_error"
+                                  " FROM webhook_cursors WHERE endpoint=%s", (key,)).fetchone()
+        if row is None:
+            raise StateError(f"no webhook cursor for {key!r}")
+        return int(row[0]), int(row[1]), int(row[2]), float(row[3]), row[4]
+
+    def webhook_claim(self, key: str) -> bool:
+        """True when this node may deliver endpoint ``key`` now: it holds (or takes) the
+        endpoint's claim, leased for ``lease`` seconds on the database clock and renewed by
+        each call. One node delivers an endpoint at a time, so its stream stays in order;
+        a node that stops renewing is replaced once its claim expires."""
+        with self._lock:
+            row = self.db.execute(
+                f"UPDATE webhook_cursors SET owner=%s, owner_until={_NOW} + %s WHERE"
+                f" endpoint=%s AND (owner IS NULL OR owner=%s OR owner_until < {_NOW})"
+                " RETURNING 1", (self.node, self.lease, key, self.node)).fetchone()
+        return row is not None
+
+    def webhook_release(self) -> None:
+        """Give up this node's webhook claims (another node takes them at once)."""
+        with self._lock:
+            self.db.execute("UPDATE webhook_cursors SET owner=NULL, owner_until=NULL WHERE"
+                            " owner=%s", (self.node,))
+
+    def webhook_advance(self, key: str, *, from_seq: int, to_seq: int, to_stream: int) -> int:
+        """After a 2xx: move endpoint ``key``'s cursor from outbox seq ``from_seq`` to
+        ``to_seq`` / ``to_stream`` and clear its failures, in one transaction. Returns the
+        events it advanced by (0, nothing written, if the cursor is no longer at
+        ``from_seq`` or another node holds the endpoint now)."""
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT outbox_seq, stream_seq, owner FROM webhook_cursors WHERE"
+                             " endpoint=%s FOR UPDATE", (key,)).fetchone()
+            if row is None or int(row[0]) != from_seq or row[2] not in (None, self.node):
+                return 0
+            db.execute("UPDATE webhook_cursors SET outbox_seq=%s, stream_seq=%s, failures=0,"
+                       " next_at=0, last_error=NULL, updated=%s WHERE endpoint=%s",
+                       (to_seq, to_stream, now, key))
+        return to_stream - int(row[1])
+
+    def webhook_fail(self, key: str, error: str, delay: Callable[[int], float]) -> int:
+        """Count one more failure of endpoint ``key`` and set its next attempt to now +
+        ``delay(failures)``; returns the failure count."""
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT failures FROM webhook_cursors WHERE endpoint=%s FOR"
+                             " UPDATE", (key,)).fetchone()
+            fails = (int(row[0]) if row else 0) + 1
+            db.execute("UPDATE webhook_cursors SET failures=%s, next_at=%s, last_error=%s,"
+                       " updated=%s WHERE endpoint=%s",
+                       (fails, now + delay(fails), error, now, key))
+        return fails
+
+    def stream_name(self) -> str:
+        """A stable name of this spool's event stream for readers that keep a position
+        (the warehouse ledger): derived from the cluster (its system identifier, else the
+        server's host and port), the database and the schema -- never from the user or
+        password, so the same spool reached by another URL keeps its name."""
+        import psycopg
+
+        info = self.db.info
+        with self._lock:
+            try:
+                row = self.db.execute("SELECT system_identifier FROM pg_control_system()"
+                                      ).fetchone()
+                cluster = f"cluster {row[0]}" if row else ""
+            except psycopg.Error:  # not allowed for this role: fall back to the address
+                cluster = ""
+        where = f"{cluster or f'{info.host}:{info.port}'}/{info.dbname}/{self.schema}"
+        return "pgspool-" + hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+_SIDE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replays (
+  key TEXT NOT NULL, recipient_id BIGINT NOT NULL, ts DOUBLE PRECISION NOT NULL, pool TEXT,
+  not_before DOUBLE PRECISION, PRIMARY KEY (key, recipient_id));
+CREATE TABLE IF NOT EXISTS inbound_seen (digest TEXT PRIMARY KEY,
+  ts DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_message ON outbox ((event->>'message_id'),
+  (event->>'recipient'));
+CREATE TABLE IF NOT EXISTS webhook_cursors (
+  endpoint TEXT PRIMARY KEY, tenant TEXT NOT NULL, outbox_seq BIGINT NOT NULL DEFAULT 0,
+  stream_seq BIGINT NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+  next_at DOUBLE PRECISION NOT NULL DEFAULT 0, last_error TEXT, updated DOUBLE PRECISION,
+  owner TEXT, owner_until DOUBLE PRECISION);
+"""

@@ -543,3 +543,243 @@ class Spool:
                 self._move(db, rid, "queued", now, next_at=next_at)
                 counts["requeued"] += 1
         return counts
+
+    # -- what the engine's other parts keep in the spool --------------------------------------
+    # Dead-letter replays (``engine.spool.dlq``), received reports (``engine.inbound``),
+    # webhook cursors (``engine.webhooks``) and serve's status: the same named methods on
+    # ``PgSpool``, so those callers never write SQL of either backend.
+
+    def prepare_side_tables(self) -> None:
+        """Create the ``replays``, ``inbound_seen`` and ``webhook_cursors`` tables (and the
+        outbox index by message id) if missing. Idempotent."""
+        with self.tx() as db:
+            for stmt in _SIDE_SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+
+    def location(self) -> str:
+        """Where this spool is, for status lines (the file path)."""
+        return str(self.path)
+
+    def open_attempts(self) -> int:
+        """Attempts started and not finished (what a clean stop must leave at 0)."""
+        with self._lock:
+            return int(self.db.execute("SELECT count(*) FROM attempts WHERE finished IS NULL"
+                                       ).fetchone()[0])
+
+    def failed_recipients(self, *, tenant: str | None = None, campaign: str | None = None,
+                          state: str | None = None, message_id: str | None = None,
+                          rid: int | None = None) -> list[tuple[Any, ...]]:
+        """Recipients in ``dead_lettered`` / ``expired`` / ``bounced`` matching the given
+        columns, by id: (id, public_id, tenant, campaign, lane, rcpt, state, ambiguous,
+        attempts, updated)."""
+        q = ("SELECT r.id, m.public_id, m.tenant, m.campaign, m.lane, r.rcpt, r.state,"
+             " r.ambiguous, r.attempts, r.updated FROM recipients r JOIN messages m ON"
+             " m.id=r.message_id WHERE r.state IN ('dead_lettered','expired','bounced')")
+        args: list[Any] = []
+        for col, val in (("m.tenant", tenant), ("m.campaign", campaign), ("r.state", state),
+                         ("m.public_id", message_id), ("r.id", rid)):
+            if val is not None:
+                q += f" AND {col}=?"
+                args.append(val)
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(q + " ORDER BY r.id", args)]
+
+    def recipient_events(self, public_id: str, rcpt: str) -> list[tuple[Any, ...]]:
+        """(event, reason, provider, pool, response) of one recipient's outbox events,
+        newest first."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT json_extract(event,'$.event'), json_extract(event,'$.reason'),"
+                " json_extract(event,'$.provider'), json_extract(event,'$.pool'),"
+                " json_extract(event,'$.response') FROM outbox WHERE"
+                " json_extract(event,'$.message_id')=? AND"
+                " json_extract(event,'$.recipient')=? ORDER BY seq DESC", (public_id, rcpt))]
+
+    def last_pool(self, rid: int) -> str | None:
+        """The pool of recipient ``rid``'s latest attempt that had one."""
+        with self._lock:
+            row = self.db.execute("SELECT pool FROM attempts WHERE recipient_id=? AND pool IS"
+                                  " NOT NULL ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
+        return row[0] if row else None
+
+    def route_of(self, rid: int) -> tuple[str | None, str | None]:
+        """(pool, provider) that carried recipient ``rid`` last, from its attempts and its
+        newest event naming a provider. Raises ``StateError`` if ``rid`` is unknown."""
+        with self._lock:
+            row = self.db.execute("SELECT m.public_id, r.rcpt FROM recipients r JOIN messages"
+                                  " m ON m.id=r.message_id WHERE r.id=?", (rid,)).fetchone()
+            if row is None:
+                raise StateError(f"unknown recipient {rid}")
+            prov = self.db.execute(
+                "SELECT json_extract(event, '$.provider') FROM outbox WHERE "
+                "json_extract(event, '$.message_id')=? AND json_extract(event, '$.recipient')=?"
+                " AND json_extract(event, '$.provider') IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                (row[0], row[1])).fetchone()
+        return self.last_pool(rid), (prov[0] if prov else None)
+
+    def attempt_history(self, rid: int) -> list[tuple[Any, ...]]:
+        """(n, started, finished, pool, source_ip, mx_host, data_started 0/1, code,
+        response) of each attempt of ``rid``, oldest first."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT n, started, finished, pool, source_ip, mx_host, data_started, code,"
+                " response FROM attempts WHERE recipient_id=? ORDER BY id", (rid,))]
+
+    def body_digest(self, rid: int) -> tuple[int, str] | None:
+        """(size in bytes, sha256 hex) of recipient ``rid``'s body, or None if unknown."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT length(b.data), b.hash FROM recipients r JOIN messages m ON "
+                "m.id=r.message_id JOIN bodies b ON b.hash=m.body_hash WHERE r.id=?",
+                (rid,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def replays_of(self, rid: int) -> list[tuple[Any, ...]]:
+        """(key, ts, pool, not_before) of each replay of ``rid``, oldest first."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT key, ts, pool, not_before FROM replays WHERE recipient_id=? ORDER BY ts",
+                (rid,))]
+
+    def requested_pool(self, rid: int) -> str | None:
+        """The pool the latest replay of ``rid`` asked for (None: no constraint)."""
+        with self._lock:
+            row = self.db.execute("SELECT pool FROM replays WHERE recipient_id=? ORDER BY ts"
+                                  " DESC LIMIT 1", (rid,)).fetchone()
+        return row[0] if row else None
+
+    def replay_failed(self, key: str, items: Iterable[tuple[int, str]], *,
+                      pool: str | None = None, not_before: float | None = None,
+                      reason: str = "") -> tuple[list[int], list[int]]:
+        """In ONE transaction, move each (rid, state it was read in) ``-> replayed ->
+        queued`` with its ``replayed`` event and a ``replays`` row under ``key``. Skips a
+        recipient replayed under ``key`` before (returned second) or no longer in that
+        state (left alone). Returns (replayed ids, already replayed ids)."""
+        done: list[int] = []
+        already: list[int] = []
+        now = self.clock()
+        with self.tx() as db:
+            for rid, seen in items:
+                if db.execute("SELECT 1 FROM replays WHERE key=? AND recipient_id=?",
+                              (key, rid)).fetchone():
+                    already.append(rid)
+                    continue
+                row = db.execute("SELECT state FROM recipients WHERE id=?", (rid,)).fetchone()
+                if row is None or row[0] != seen:  # changed since it was read
+                    continue
+                self._move(db, rid, "replayed", now)
+                self._emit_for(db, rid, "replayed", now, state="replayed", reason=reason,
+                               pool=pool)
+                self._move(db, rid, "queued", now, next_at=not_before)
+                db.execute("INSERT INTO replays VALUES (?,?,?,?,?)",
+                           (key, rid, now, pool, not_before))
+                done.append(rid)
+        return done, already
+
+    def recipients_of(self, public_id: str) -> list[tuple[int, str]]:
+        """(recipient id, address) of each recipient of message ``public_id``."""
+        with self._lock:
+            return [(int(r), str(a)) for r, a in self.db.execute(
+                "SELECT r.id, r.rcpt FROM recipients r JOIN messages m ON m.id=r.message_id "
+                "WHERE m.public_id=? ORDER BY r.id", (public_id,))]
+
+    def report_seen(self, digest: str) -> bool:
+        """True when a received report with this digest was recorded before."""
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM inbound_seen WHERE digest=?",
+                                   (digest,)).fetchone() is not None
+
+    def mark_report(self, digest: str, outcome: str) -> None:
+        """Record a received report that changed nothing (a second one is a duplicate)."""
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO inbound_seen VALUES (?,?,?)",
+                       (digest, self.clock(), outcome))
+
+    def record_report(self, digest: str, rid: int, kind: str, *, reason: str,
+                      suppress_as: str, owner: str, fields: dict[str, Any]) -> bool:
+        """ONE transaction: record report ``digest`` as ``kind``, write recipient ``rid``'s
+        ``kind`` event (``reason`` and ``fields``), and put its address on ``owner``'s
+        suppression list (``suppress_as``: the suppression reason) with a ``suppressed``
+        event if it was new. False (nothing written) if ``digest`` was recorded before."""
+        now = self.clock()
+        with self.tx() as db:
+            if db.execute("INSERT OR IGNORE INTO inbound_seen VALUES (?,?,?)",
+                          (digest, now, kind)).rowcount == 0:
+                return False
+            self._emit_for(db, rid, kind, now, reason=reason, **fields)
+            tenant, rcpt = db.execute("SELECT m.tenant, r.rcpt FROM recipients r JOIN "
+                                      "messages m ON m.id=r.message_id WHERE r.id=?",
+                                      (rid,)).fetchone()
+            cur = db.execute("INSERT OR IGNORE INTO suppressions VALUES (?,?,?,?)",
+                             (owner, rcpt.strip().lower(), suppress_as, now))
+            if cur.rowcount:
+                self._emit(db, tenant, event="suppressed", recipient=rcpt, reason=suppress_as,
+                           ts=now)
+        return True
+
+    def webhook_open(self, endpoints: Iterable[tuple[str, str]]) -> None:
+        """Make a cursor row (at the start) for each (endpoint key, tenant) lacking one."""
+        with self.tx() as db:
+            db.executemany("INSERT OR IGNORE INTO webhook_cursors (endpoint, tenant) VALUES"
+                           " (?, ?)", list(endpoints))
+
+    def webhook_cursor(self, key: str) -> tuple[int, int, int, float, str | None]:
+        """(outbox_seq, stream_seq, failures, next_at, last_error) of endpoint ``key``.
+        Raises ``StateError`` for an endpoint without a cursor."""
+        with self._lock:
+            row = self.db.execute("SELECT outbox_seq, stream_seq, failures, next_at, last_error"
+                                  " FROM webhook_cursors WHERE endpoint=?", (key,)).fetchone()
+        if row is None:
+            raise StateError(f"no webhook cursor for {key!r}")
+        return int(row[0]), int(row[1]), int(row[2]), float(row[3]), row[4]
+
+    def webhook_claim(self, key: str) -> bool:
+        """True when this engine may deliver endpoint ``key`` now. One process owns a
+        SQLite spool, so always True here (``PgSpool``: one node at a time, leased)."""
+        return True
+
+    def webhook_release(self) -> None:
+        """Give up this engine's webhook claims (nothing to do on SQLite)."""
+
+    def webhook_advance(self, key: str, *, from_seq: int, to_seq: int, to_stream: int) -> int:
+        """After a 2xx: move endpoint ``key``'s cursor from outbox seq ``from_seq`` to
+        ``to_seq`` / ``to_stream`` and clear its failures, in one transaction. Returns the
+        events it advanced by (0, nothing written, if the cursor is no longer at
+        ``from_seq``)."""
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT outbox_seq, stream_seq FROM webhook_cursors WHERE"
+                             " endpoint=?", (key,)).fetchone()
+            if row is None or int(row[0]) != from_seq:
+                return 0
+            db.execute("UPDATE webhook_cursors SET outbox_seq=?, stream_seq=?, failures=0,"
+                       " next_at=0, last_error=NULL, updated=? WHERE endpoint=?",
+                       (to_seq, to_stream, now, key))
+        return to_stream - int(row[1])
+
+    def webhook_fail(self, key: str, error: str, delay: Callable[[int], float]) -> int:
+        """Count one more failure of endpoint ``key`` and set its next attempt to now +
+        ``delay(failures)``; returns the failure count."""
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT failures FROM webhook_cursors WHERE endpoint=?",
+                             (key,)).fetchone()
+            fails = (int(row[0]) if row else 0) + 1
+            db.execute("UPDATE webhook_cursors SET failures=?, next_at=?, last_error=?, "
+                       "updated=? WHERE endpoint=?", (fails, now + delay(fails), error, now, key))
+        return fails
+
+
+_SIDE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replays (
+  key TEXT NOT NULL, recipient_id INTEGER NOT NULL, ts REAL NOT NULL, pool TEXT,
+  not_before REAL, PRIMARY KEY (key, recipient_id));
+CREATE TABLE IF NOT EXISTS inbound_seen (digest TEXT PRIMARY KEY, ts REAL NOT NULL,
+  outcome TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_message ON outbox(json_extract(event, '$.message_id'));
+CREATE TABLE IF NOT EXISTS webhook_cursors (
+  endpoint TEXT PRIMARY KEY, tenant TEXT NOT NULL, outbox_seq INTEGER NOT NULL DEFAULT 0,
+  stream_seq INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+  next_at REAL NOT NULL DEFAULT 0, last_error TEXT, updated REAL)
+"""

@@ -1,8 +1,10 @@
 """Webhook delivery from the spool's outbox: one cursor per endpoint, in order, retried.
 
-Owns the ``webhook_cursors`` table (in the spool database: endpoint, last outbox seq
-delivered, the stream's own gap-free sequence number, failures, next attempt time) and the
-delivery loop. A batch is the tenant's next outbox events after the cursor; it is POSTed
+Owns the delivery loop over the ``webhook_cursors`` rows (in the spool database, SQLite or
+PostgreSQL, through the spool's ``webhook_*`` methods: endpoint, last outbox seq delivered,
+the stream's own gap-free sequence number, failures, next attempt time). On a spool shared
+by several engine nodes, one node at a time delivers an endpoint (``webhook_claim``: a
+leased claim, taken over when its node stops renewing it), so the stream stays in order. A batch is the tenant's next outbox events after the cursor; it is POSTed
 signed (``engine.webhooks.sign``) and the cursor advances only after a 2xx, in the same
 transaction that resets the failure count -- so delivery is at-least-once and never out of
 order (one batch in flight per endpoint; a failed batch is re-sent from the same place, with
@@ -24,13 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import LabConfig
-from engine.spool import Spool
 from engine.webhooks.sign import SIGNATURE_HEADER, resolve_secret, sign
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS webhook_cursors (
-  endpoint TEXT PRIMARY KEY, tenant TEXT NOT NULL, outbox_seq INTEGER NOT NULL DEFAULT 0,
-  stream_seq INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
-  next_at REAL NOT NULL DEFAULT 0, last_error TEXT, updated REAL)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +85,7 @@ def _row(seq: int, stream_seq: int, event: Any) -> dict[str, Any]:
 class WebhookDispatcher:
     """Delivers each endpoint's events. ``await run(stop)`` or ``await step()``."""
 
-    def __init__(self, spool: Spool, endpoints: list[Endpoint], *, batch: int = 100,
+    def __init__(self, spool: Any, endpoints: list[Endpoint], *, batch: int = 100,
                  base_backoff: float = 1.0, max_backoff: float = 3600.0,
                  timeout: float = 10.0, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -103,19 +99,17 @@ class WebhookDispatcher:
         self.clock = clock
         self.sent_batches = 0
         self.failed_batches = 0
-        with spool.tx() as db:
-            db.execute(_SCHEMA)
-            for ep in endpoints:
-                db.execute("INSERT OR IGNORE INTO webhook_cursors (endpoint, tenant) "
-                           "VALUES (?, ?)", (ep.key, ep.tenant))
+        spool.prepare_side_tables()
+        spool.webhook_open([(ep.key, ep.tenant) for ep in endpoints])
 
     def cursor(self, ep: Endpoint) -> Cursor:
         """The persisted cursor of ``ep``."""
-        with self.spool._lock:
-            row = self.spool.db.execute(
-                "SELECT outbox_seq, stream_seq, failures, next_at, last_error FROM "
-                "webhook_cursors WHERE endpoint=?", (ep.key,)).fetchone()
-        return Cursor(*row)
+        return Cursor(*self.spool.webhook_cursor(ep.key))
+
+    def release(self) -> None:
+        """Give up this engine's claims on its endpoints (a clean stop: on a shared spool
+        another node delivers them at once instead of after the claim's lease)."""
+        self.spool.webhook_release()
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th consecutive failure."""
@@ -126,6 +120,11 @@ class WebhookDispatcher:
 
     def payload(self, ep: Endpoint) -> tuple[bytes, int, int] | None:
         """(body, last outbox seq, last stream seq) of the next batch, or None if idle."""
+        got = self._next(ep)
+        return None if got is None else got[1:]
+
+    def _next(self, ep: Endpoint) -> tuple[int, bytes, int, int] | None:
+        """(cursor's outbox seq, body, last outbox seq, last stream seq) of the next batch."""
         cur = self.cursor(ep)
         events = self.spool.events_after(cur.outbox_seq, tenant=ep.tenant, limit=self.batch)
         if not events:
@@ -133,14 +132,14 @@ class WebhookDispatcher:
         rows = [_row(int(e.seq or 0), cur.stream_seq + i + 1, e) for i, e in enumerate(events)]
         body = json.dumps({"stream": ep.tenant, "events": rows},
                           separators=(",", ":")).encode()
-        return body, rows[-1]["seq"], rows[-1]["stream_seq"]
+        return cur.outbox_seq, body, rows[-1]["seq"], rows[-1]["stream_seq"]
 
     async def deliver(self, ep: Endpoint, client: Any) -> int:
         """Try one batch now; returns events delivered (0 when idle or failed)."""
-        nxt = self.payload(ep)
+        nxt = self._next(ep)
         if nxt is None:
             return 0
-        body, last_seq, last_stream = nxt
+        from_seq, body, last_seq, last_stream = nxt
         headers = {"Content-Type": "application/json",
                    SIGNATURE_HEADER: sign(ep.secret, body, int(self.clock())),
                    "X-Inboxlab-Stream": ep.tenant}
@@ -152,35 +151,22 @@ class WebhookDispatcher:
                 error = f"HTTP {resp.status_code}"
         except Exception as exc:  # any transport failure is retried later
             error = f"{type(exc).__name__}: {exc}"[:300]
-        now = self.clock()
-        with self.spool.tx() as db:
-            if error is None:
-                n = last_stream - self.cursor_stream(db, ep)
-                db.execute("UPDATE webhook_cursors SET outbox_seq=?, stream_seq=?, failures=0,"
-                           " next_at=0, last_error=NULL, updated=? WHERE endpoint=?",
-                           (last_seq, last_stream, now, ep.key))
-            else:
-                fails = db.execute("SELECT failures FROM webhook_cursors WHERE endpoint=?",
-                                   (ep.key,)).fetchone()[0] + 1
-                db.execute("UPDATE webhook_cursors SET failures=?, next_at=?, last_error=?, "
-                           "updated=? WHERE endpoint=?",
-                           (fails, now + self.backoff(fails), error, now, ep.key))
         if error is None:
+            n: int = self.spool.webhook_advance(ep.key, from_seq=from_seq, to_seq=last_seq,
+                                                to_stream=last_stream)
             self.sent_batches += 1
             return n
+        self.spool.webhook_fail(ep.key, error, self.backoff)
         self.failed_batches += 1
         return 0
-
-    @staticmethod
-    def cursor_stream(db: Any, ep: Endpoint) -> int:
-        return int(db.execute("SELECT stream_seq FROM webhook_cursors WHERE endpoint=?",
-                              (ep.key,)).fetchone()[0])
 
     async def step(self, client: Any) -> float | None:
         """Deliver every due endpoint until it is idle or fails. Returns the earliest time
         an endpoint in backoff is due again (None: all idle)."""
         wakes: list[float] = []
         for ep in self.endpoints:
+            if not self.spool.webhook_claim(ep.key):
+                continue  # another node of a shared spool delivers it
             while True:
                 cur = self.cursor(ep)
                 if cur.next_at > self.clock():

@@ -1,7 +1,8 @@
 """``inboxlab dlq list|show|replay``: dead letters of a live engine's spool.
 
 Owns the command-line face of ``engine.spool.dlq``: ``--home DIR`` names the engine home
-(the ``inboxlab serve --home`` folder holding ``spool.db``); filters ``--tenant --campaign
+(the ``inboxlab serve --home`` folder holding ``spool.db``), or ``--spool`` names the spool
+itself (a SQLite file or a shared ``postgresql://...?schema=NAME`` URL); filters ``--tenant --campaign
 --provider --reason --state``; listings are redacted (recipient masked, no body). Opens the
 spool without crash recovery (a running engine owns that). Holds no logic of its own.
 """
@@ -22,16 +23,29 @@ Provider = Annotated[str | None, typer.Option("--provider", help="only this prov
 Reason = Annotated[str | None, typer.Option("--reason", help="reason contains this text")]
 State = Annotated[str | None, typer.Option(
     "--state", help="dead_lettered, expired or bounced")]
+SpoolOpt = Annotated[str | None, typer.Option(
+    "--spool", help="the spool itself: a SQLite file or postgresql://...?schema=NAME "
+    "(instead of --home)")]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")]
 
 
-def _open(home: Path) -> Any:
-    from engine.errors import InputError
-    from engine.spool import Spool
+def _open(home: Path, spool: str | None = None) -> Any:
+    """The spool, opened without crash recovery or takeover (a running engine owns them).
+    Raises ``InputError`` when there is none or the server cannot be reached."""
+    from engine.errors import ConfigError, InputError
+    from engine.spool import Spool, is_pg_target
 
-    path = home / "spool.db"
+    if spool is not None and is_pg_target(spool):
+        from engine.spool.pg import PgSpool, redact
+
+        try:
+            return PgSpool(spool, recover=False, run_id="dlq")
+        except ConfigError as exc:
+            raise InputError(f"--spool {redact(spool)}: {exc.reason}") from None
+    path = Path(spool) if spool is not None else home / "spool.db"
     if not path.is_file():
-        raise InputError(f"no spool at {path} (is --home the folder `inboxlab serve` uses?)")
+        raise InputError(f"no spool at {path}" + (
+            "" if spool is not None else " (is --home the folder `inboxlab serve` uses?)"))
     return Spool(path, recover=False)
 
 
@@ -67,18 +81,18 @@ def register(app: typer.Typer) -> None:
                       no_args_is_help=True)
 
     @sub.command("list")
-    def list_cmd(home: Home = Path(".inboxlab"), tenant: Tenant = None,
+    def list_cmd(home: Home = Path(".inboxlab"), spool: SpoolOpt = None, tenant: Tenant = None,
                  campaign: Campaign = None, provider: Provider = None, reason: Reason = None,
                  state: State = None, limit: int = 1000, as_json: AsJson = False) -> None:
         """Failed recipients (recipient masked, no body)."""
         from engine.spool.dlq import DeadLetters
 
-        spool = _open(home)
+        db = _open(home, spool)
         try:
-            rows = DeadLetters(spool).list(_filter(tenant, campaign, provider, reason, state),
-                                           limit=limit)
+            rows = DeadLetters(db).list(_filter(tenant, campaign, provider, reason, state),
+                                        limit=limit)
         finally:
-            spool.close()
+            db.close()
         for r in rows:
             if as_json:
                 typer.echo(json.dumps(r.as_dict()))
@@ -91,18 +105,19 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("show")
     def show_cmd(rid: Annotated[int, typer.Argument(help="recipient id from `dlq list`")],
-                 home: Home = Path(".inboxlab"), tenant: Tenant = None) -> None:
+                 home: Home = Path(".inboxlab"), spool: SpoolOpt = None,
+                 tenant: Tenant = None) -> None:
         """One dead letter with its full attempt history (body redacted)."""
         from engine.spool.dlq import DeadLetters
 
-        spool = _open(home)
+        db = _open(home, spool)
         try:
-            typer.echo(json.dumps(DeadLetters(spool).show(rid, tenant=tenant), indent=2))
+            typer.echo(json.dumps(DeadLetters(db).show(rid, tenant=tenant), indent=2))
         finally:
-            spool.close()
+            db.close()
 
     @sub.command("replay")
-    def replay_cmd(home: Home = Path(".inboxlab"), tenant: Tenant = None,
+    def replay_cmd(home: Home = Path(".inboxlab"), spool: SpoolOpt = None, tenant: Tenant = None,
                    campaign: Campaign = None, provider: Provider = None,
                    reason: Reason = None, state: State = None,
                    pool: Annotated[str | None, typer.Option(
@@ -114,12 +129,12 @@ def register(app: typer.Typer) -> None:
         from engine.spool.dlq import DeadLetters
 
         nb = _when(not_before)
-        spool = _open(home)
+        db = _open(home, spool)
         try:
-            res = DeadLetters(spool).replay(_filter(tenant, campaign, provider, reason, state),
-                                            pool=pool, not_before=nb)
+            res = DeadLetters(db).replay(_filter(tenant, campaign, provider, reason, state),
+                                         pool=pool, not_before=nb)
         finally:
-            spool.close()
+            db.close()
         typer.echo(f"replayed {len(res.replayed)}, already replayed {len(res.already)} "
                    f"(key {res.key})")
 

@@ -1,6 +1,8 @@
 """``inboxlab serve``: run the whole engine (HTTP intake, delivery runner, inbound feedback
 receiver, SMTP submission, webhook dispatcher) in one process until SIGTERM, on uvloop when
-installed.
+installed. ``--spool`` (or ``[serve] spool``) puts the queue in a SQLite file or on a
+shared PostgreSQL server (``postgresql://...?schema=NAME``), where several serve processes
+are the nodes of one queue (``[serve] nodes``).
 
 Owns only the command-line surface; the work is ``engine.intake.serve``.
 """
@@ -34,6 +36,9 @@ def register(app: typer.Typer) -> None:
             "--inbound-port", help="inbound feedback SMTP port (0: any free port)")] = None,
         submission_port: Annotated[int | None, typer.Option(
             "--submission-port", help="SMTP submission port (0: any free port)")] = None,
+        spool: Annotated[str | None, typer.Option(
+            "--spool", help="spool: a SQLite file or postgresql://...?schema=NAME "
+            "(default: [serve].spool, else HOME/spool.db)")] = None,
         seed: Annotated[int, typer.Option("--seed", help="policy core seed")] = 0,
         as_json: Annotated[bool, typer.Option(
             "--json", help="print where each listener is as one JSON line")] = False,
@@ -51,7 +56,8 @@ def register(app: typer.Typer) -> None:
         _check_port("--submission-port", submission_port, 0)
         lab = load_config(config)
         main = run(lab, home, port=port, seed=seed, as_json=as_json,
-                   inbound_port=inbound_port, submission_port=submission_port)
+                   inbound_port=inbound_port, submission_port=submission_port,
+                   spool_url=spool)
         factory = event_loop_factory()  # uvloop when installed (a Linux dependency)
         if factory is None:
             asyncio.run(main)
