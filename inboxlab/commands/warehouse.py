@@ -116,6 +116,7 @@ def register(app: typer.Typer) -> None:
         """Ingest run folders holding events.parquet (exactly once per run id) and engine
         spools' event outboxes (each row once, only what is new since the last ingest)."""
         from engine.errors import InputError
+        from engine.spool.pg import redact
         from inboxlab.warehouse import ingest_run_dir
         from inboxlab.warehouse.outbox import ingest_spool
 
@@ -128,7 +129,7 @@ def register(app: typer.Typer) -> None:
         for path in spool or []:
             r = ingest_spool(path, home)
             state = f"{r.rows} new events" if r.loaded else "nothing new"
-            typer.echo(f"{path}: {r.key}: {state}")
+            typer.echo(f"{redact(path)}: {r.key}: {state}")
 
     @app.command("metrics")
     def metrics_cmd(
