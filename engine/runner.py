@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import functools
 import random
 import ssl
 import time
@@ -89,6 +91,26 @@ class Group:
         self.scheduler = scheduler
         self.owned = owned
         self.arm = arm
+
+
+@functools.lru_cache(maxsize=4096)
+def _zone_offset(zone: str, quarter: int) -> int | None:
+    # offsets and transitions fall on UTC quarter hours, so one lookup per quarter hour
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        off = dt.datetime.fromtimestamp(quarter * 900, ZoneInfo(zone)).utcoffset()
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return None if off is None else int(off.total_seconds() // 60)
+
+
+def utc_offset_min(zone: str | None, now: float) -> int | None:
+    """The UTC offset (minutes) of IANA ``zone`` at ``now`` (daylight time included), for the
+    core's send windows; None for no zone or an unknown one (windows then never hold)."""
+    if not zone:
+        return None
+    return _zone_offset(zone, int(now // 900))
 
 
 class Runner:
@@ -355,7 +377,8 @@ class Runner:
                 group.scheduler.submit(p.id, lane=p.lane, tenant=p.tenant,  # type: ignore[arg-type]
                                       sending_domain=p.sending_domain, now=now,
                                       recipient_domain=p.domain, not_before=p.next_at,
-                                      expires=p.expires)
+                                      expires=p.expires,
+                                      utc_offset_min=utc_offset_min(p.timezone, now))
             except InputError as exc:
                 self.spool.move(p.id, "expired" if "expires" in str(exc) else "suppressed",
                                 event="expired" if "expires" in str(exc) else "suppressed",

@@ -56,6 +56,22 @@ def create_app(config: LabConfig, spool: Spool, *, secret: bytes,
         campaign: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
         reply_to: str | None = Field(default=None, max_length=254)
         headers: dict[str, str] = {}
+        # the recipients' IANA time zone ("America/New_York"): lanes with a send window
+        # deliver inside it in the recipient's local time (unknown: the window never holds)
+        timezone: str | None = Field(default=None, max_length=64)
+
+        @field_validator("timezone")
+        @classmethod
+        def _zone(cls, v: str | None) -> str | None:
+            if v is None:
+                return v
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown IANA time zone {v!r}") from None
+            return v
 
         @field_validator("to")
         @classmethod
@@ -151,11 +167,15 @@ def create_app(config: LabConfig, spool: Spool, *, secret: bytes,
         try:
             base = cached_base(body.from_, body.from_name, body.subject, body.text,
                                body.html, body.reply_to, tuple(body.headers.items()))
-            canon = json.dumps(body.model_dump(by_alias=True), sort_keys=True).encode()
+            fields = body.model_dump(by_alias=True)
+            if fields.get("timezone") is None:  # requests from before the field read the same
+                fields.pop("timezone", None)
+            canon = json.dumps(fields, sort_keys=True).encode()
             acc = await accept(dict(tenant=tenant, idem_key=idempotency_key, request=canon,
                                     lane=body.lane, campaign=body.campaign,
                                     sending_domain=domain, mail_from=body.from_,
-                                    recipients=body.to, body=base, max_active=max_active))
+                                    recipients=body.to, body=base, max_active=max_active,
+                                    timezone=body.timezone))
         except IdempotencyConflict as exc:
             refund()
             raise HTTPException(409, str(exc)) from None

@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS messages (
   tenant TEXT NOT NULL, lane TEXT NOT NULL, campaign TEXT, idem_key TEXT NOT NULL,
   request_hash TEXT NOT NULL, sending_domain TEXT NOT NULL, mail_from TEXT NOT NULL,
   body_hash TEXT NOT NULL REFERENCES bodies(hash), created DOUBLE PRECISION NOT NULL,
-  expires DOUBLE PRECISION, UNIQUE (tenant, idem_key));
+  expires DOUBLE PRECISION, timezone TEXT, UNIQUE (tenant, idem_key));
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS timezone TEXT;
 CREATE TABLE IF NOT EXISTS recipients (
   id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   message_id BIGINT NOT NULL REFERENCES messages(id), rcpt TEXT NOT NULL,
@@ -176,16 +177,17 @@ class _Request:
     mail_from: str
     expires: float | None
     max_active: int | None
+    timezone: str | None = None
 
     @classmethod
     def of(cls, *, tenant: str, idem_key: str, request: bytes, lane: str,
            campaign: str | None, sending_domain: str, mail_from: str,
            recipients: Iterable[str], body: bytes, expires: float | None = None,
-           max_active: int | None = None) -> _Request:
+           max_active: int | None = None, timezone: str | None = None) -> _Request:
         return cls(tenant, idem_key, hashlib.sha256(request).hexdigest(),
                    hashlib.sha256(body).hexdigest(), body,
                    list(dict.fromkeys(r.strip() for r in recipients)), lane, campaign,
-                   sending_domain, mail_from, expires, max_active)
+                   sending_domain, mail_from, expires, max_active, timezone)
 
 
 class PgSpool:
@@ -368,18 +370,18 @@ class PgSpool:
     def accept(self, *, tenant: str, idem_key: str, request: bytes, lane: str,
                campaign: str | None, sending_domain: str, mail_from: str,
                recipients: Iterable[str], body: bytes, expires: float | None = None,
-               max_active: int | None = None) -> Accepted:
+               max_active: int | None = None, timezone: str | None = None) -> Accepted:
         """Store one message and its recipients durably (committed before returning).
 
         Same tenant + ``idem_key`` + same ``request`` bytes returns the first id (also when
         another node accepted it); another request under that key raises
         ``IdempotencyConflict``; more than ``max_active`` live recipients raises
-        ``InputError`` (the caller answers 429).
+        ``InputError`` (the caller answers 429). ``timezone``: the recipients' IANA zone.
         """
         got = self.accept_many([dict(
             tenant=tenant, idem_key=idem_key, request=request, lane=lane, campaign=campaign,
             sending_domain=sending_domain, mail_from=mail_from, recipients=recipients,
-            body=body, expires=expires, max_active=max_active)])[0]
+            body=body, expires=expires, max_active=max_active, timezone=timezone)])[0]
         if isinstance(got, Exception):
             raise got
         return got
@@ -446,15 +448,15 @@ class PgSpool:
         db.execute("INSERT INTO bodies SELECT * FROM unnest(%s::text[], %s::bytea[])"
                    " ON CONFLICT DO NOTHING", (order, [bodies[h] for h in order]))
         cols = list(zip(*[(pid, r.tenant, r.lane, r.campaign, r.idem_key, r.rhash,
-                           r.sending_domain, r.mail_from, r.bhash, now, r.expires)
+                           r.sending_domain, r.mail_from, r.bhash, now, r.expires, r.timezone)
                           for _, r, pid in new], strict=True))
         ids = {(t, k): mid for mid, t, k in db.execute(
             "INSERT INTO messages (public_id, tenant, lane, campaign, idem_key, request_hash,"
-            " sending_domain, mail_from, body_hash, created, expires) SELECT u.p, u.t, u.l,"
-            " u.c, u.k, u.h, u.s, u.f, u.b, u.n, u.e FROM unnest(%s::text[], %s::text[],"
+            " sending_domain, mail_from, body_hash, created, expires, timezone) SELECT u.p,"
+            " u.t, u.l, u.c, u.k, u.h, u.s, u.f, u.b, u.n, u.e, u.z FROM unnest(%s::text[],"
             " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::float8[], %s::float8[]) WITH ORDINALITY AS"
-            " u(p, t, l, c, k, h, s, f, b, n, e, o) ORDER BY u.o"
+            " %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[]) WITH ORDINALITY"
+            " AS u(p, t, l, c, k, h, s, f, b, n, e, z, o) ORDER BY u.o"
             " ON CONFLICT (tenant, idem_key) DO NOTHING RETURNING id, tenant, idem_key",
             [list(c) for c in cols])}
         rcpt_rows: list[tuple[Any, ...]] = []
@@ -580,7 +582,8 @@ class PgSpool:
                 " LIMIT %s FOR UPDATE SKIP LOCKED)"
                 " UPDATE recipients r SET state='scheduled', node=%s FROM c, messages m"
                 " WHERE r.id=c.id AND m.id=r.message_id RETURNING r.id, m.lane, m.tenant,"
-                " m.sending_domain, r.domain, r.next_at, m.expires, r.rcpt, m.public_id",
+                " m.sending_domain, r.domain, r.next_at, m.expires, r.rcpt, m.public_id,"
+                " m.timezone",
                 (n, self.node)).fetchall()
         rows.sort(key=lambda r: r[0])
         return [Pending(*r) for r in rows]

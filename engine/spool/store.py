@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS messages (
   lane TEXT NOT NULL, campaign TEXT, idem_key TEXT NOT NULL, request_hash TEXT NOT NULL,
   sending_domain TEXT NOT NULL, mail_from TEXT NOT NULL, body_hash TEXT NOT NULL
     REFERENCES bodies(hash),
-  created REAL NOT NULL, expires REAL, UNIQUE (tenant, idem_key));
+  created REAL NOT NULL, expires REAL, timezone TEXT, UNIQUE (tenant, idem_key));
 CREATE TABLE IF NOT EXISTS recipients (
   id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL REFERENCES messages(id),
   rcpt TEXT NOT NULL, domain TEXT NOT NULL, state TEXT NOT NULL,
@@ -91,6 +91,7 @@ class Pending:
     expires: float | None
     rcpt: str = ""
     public_id: str = ""
+    timezone: str | None = None  # the recipients' IANA zone (send windows), None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,10 @@ class Spool:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        # spools made before the column existed (their messages have no known time zone)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(messages)")}
+        if "timezone" not in columns:
+            self.db.execute("ALTER TABLE messages ADD COLUMN timezone TEXT")
         # live recipients, kept by ``_move`` / ``_accept`` so the intake budget check is
         # O(1); ``_delta`` is the change of the open transaction, applied on COMMIT only
         self._delta = 0
@@ -191,19 +196,20 @@ class Spool:
     def accept(self, *, tenant: str, idem_key: str, request: bytes, lane: str,
                campaign: str | None, sending_domain: str, mail_from: str,
                recipients: Iterable[str], body: bytes, expires: float | None = None,
-               max_active: int | None = None) -> Accepted:
+               max_active: int | None = None, timezone: str | None = None) -> Accepted:
         """Store one message and its recipients durably (committed before returning).
 
         Same tenant + ``idem_key`` + same ``request`` bytes returns the first id; another
         request under that key raises ``IdempotencyConflict``; more than ``max_active``
         live recipients in the spool raises ``InputError`` (the caller answers 429).
+        ``timezone``: the recipients' IANA zone, for lanes with a send window.
         """
         with self.tx() as db:
             return self._accept(db, self.clock(), tenant=tenant, idem_key=idem_key,
                                 request=request, lane=lane, campaign=campaign,
                                 sending_domain=sending_domain, mail_from=mail_from,
                                 recipients=recipients, body=body, expires=expires,
-                                max_active=max_active)
+                                max_active=max_active, timezone=timezone)
 
     def accept_many(self, requests: list[dict[str, Any]]
                     ) -> list[Accepted | InputError | IdempotencyConflict]:
@@ -229,7 +235,8 @@ class Spool:
     def _accept(self, db: sqlite3.Connection, now: float, *, tenant: str, idem_key: str,
                 request: bytes, lane: str, campaign: str | None, sending_domain: str,
                 mail_from: str, recipients: Iterable[str], body: bytes,
-                expires: float | None = None, max_active: int | None = None) -> Accepted:
+                expires: float | None = None, max_active: int | None = None,
+                timezone: str | None = None) -> Accepted:
         rhash = hashlib.sha256(request).hexdigest()
         bhash = hashlib.sha256(body).hexdigest()
         rcpts = list(dict.fromkeys(r.strip() for r in recipients))
@@ -248,10 +255,10 @@ class Spool:
         public_id = "m_" + secrets.token_hex(12)
         cur = db.execute(
             "INSERT INTO messages (public_id, tenant, lane, campaign, idem_key, request_hash,"
-            " sending_domain, mail_from, body_hash, created, expires)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " sending_domain, mail_from, body_hash, created, expires, timezone)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (public_id, tenant, lane, campaign, idem_key, rhash, sending_domain, mail_from,
-             bhash, now, expires))
+             bhash, now, expires, timezone))
         mid = cur.lastrowid
         self._delta += len(rcpts)
         for rcpt in rcpts:
@@ -333,8 +340,9 @@ class Spool:
         with self.tx() as db:
             rows = db.execute(
                 "SELECT r.id, m.lane, m.tenant, m.sending_domain, r.domain, r.next_at, m.expires,"
-                " r.rcpt, m.public_id FROM recipients r JOIN messages m ON m.id = r.message_id"
-                " WHERE r.state='queued' ORDER BY r.id LIMIT ?", (limit,)).fetchall()
+                " r.rcpt, m.public_id, m.timezone FROM recipients r JOIN messages m"
+                " ON m.id = r.message_id WHERE r.state='queued' ORDER BY r.id LIMIT ?",
+                (limit,)).fetchall()
             db.executemany("UPDATE recipients SET state='scheduled' WHERE id=?",
                            [(r[0],) for r in rows])
         return [Pending(*r) for r in rows]

@@ -396,3 +396,12 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_recipient_time_zone_reaches_the_pending_rows(backend: Backend) -> None:
+    s = backend.open()
+    _msg(s, "tz", ["a@x.example", "b@x.example"], timezone="Asia/Tokyo")
+    _msg(s, "none", ["c@x.example"])
+    got = {p.rcpt: p.timezone for p in s.take_pending()}
+    assert got == {"a@x.example": "Asia/Tokyo", "b@x.example": "Asia/Tokyo",
+                   "c@x.example": None}
