@@ -222,6 +222,7 @@ def load_config(
     if serve is not None:
         _check_serve(file, base, serve, probs)
         serve = _serve_spool(file, serve, env, probs)
+        serve = _serve_tls_ca(file, base, serve, env, probs)
 
     # --- policy files ---------------------------------------------------------------
     policies: dict[str, LoadedPolicy] = {}
@@ -692,6 +693,27 @@ def _check_serve(file: str, base: Path, serve: ServeModel, probs: _Problems) -> 
         if dom in seen:
             probs.add(file, ("serve", "inbound", "feedback_domains"), f"{dom} is listed twice")
         seen.add(dom)
+
+
+def _serve_tls_ca(file: str, base: Path, serve: ServeModel, env: Mapping[str, str],
+                  probs: _Problems) -> ServeModel:
+    """``[serve] tls_ca_file`` with ``${ENV}`` expanded and made absolute; it must be a
+    readable file of PEM certificates."""
+    import ssl
+
+    if serve.tls_ca_file is None:
+        return serve
+    loc: Loc = ("serve", "tls_ca_file")
+    value = _expand_env(file, loc, serve.tls_ca_file, env, probs)
+    if not value:  # unset, or a ``${VAR:-}`` that expanded to nothing: the system store
+        return serve.model_copy(update={"tls_ca_file": None})
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        probs.add(file, loc, f"{path}: not a readable PEM certificate file ({exc})")
+        return serve.model_copy(update={"tls_ca_file": None})
+    return serve.model_copy(update={"tls_ca_file": str(path)})
 
 
 def _serve_spool(file: str, serve: ServeModel, env: Mapping[str, str],

@@ -308,6 +308,10 @@ class ServeModel(_Model):
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8025
     spool: Annotated[str, Field(min_length=1)] | None = None
     nodes: Annotated[int, Field(ge=1, le=1000)] = 1
+    # PEM certificates the engine trusts when it verifies a receiver's STARTTLS certificate,
+    # instead of the system store (a private relay's CA, the sandbox's tls-cert.pem);
+    # relative to the lab file, ``${ENV}`` expanded. None: the system store.
+    tls_ca_file: Annotated[str, Field(min_length=1)] | None = None
     inbound: InboundModel = InboundModel()
     submission: SubmissionModel = SubmissionModel()
     webhooks: WebhooksModel = WebhooksModel()

@@ -277,8 +277,13 @@ async def serve(config: LabConfig, home: Path, *, host: str | None = None,
         raise
     closers: list[Any] = []
     try:
+        tls_context = None
+        if cfg.tls_ca_file is not None:  # trust exactly these CAs (checked by the loader)
+            import ssl
+
+            tls_context = ssl.create_default_context(cafile=cfg.tls_ca_file)
         runner = Runner(config, spool, secret=secret, seed=seed, home=home,
-                        node_share=1.0 / cfg.nodes)
+                        node_share=1.0 / cfg.nodes, tls_context=tls_context)
         info = Listening(http=_addr(host, int(http_sock.getsockname()[1])),
                          spool=spool.location(), recovered=dict(spool.recovered),
                          node=getattr(spool, "node", None), nodes=cfg.nodes,

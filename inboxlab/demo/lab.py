@@ -181,6 +181,8 @@ def _run(opts: DemoOptions, home: Path, run: str, run_dir: Path, kids: Any, out:
     env = dict(os.environ)
     env.update({PORT_ENV[k]: p for k, (_, p) in addrs.items() if k in PORT_ENV})
     env["INBOXLAB_SANDBOX_HOST"] = "127.0.0.1"
+    # verified STARTTLS: the engine trusts the certificate this sandbox published
+    env["INBOXLAB_SANDBOX_CA"] = str(run_dir / "sandbox" / "tls-cert.pem")
     port = free_port()
     engine_home = run_dir / "engine"
     with err.status(f"starting the engine on 127.0.0.1:{port}"):

@@ -290,3 +290,13 @@ def test_authentication_was_checked_through_the_dns_server(demo: dict[str, Any])
     refused = _query(demo["home"], "SELECT count(*) AS n FROM events WHERE source = 'sandbox' "
                                    "AND lower(response) LIKE '%unauthenticated%'")[0]["n"]
     assert refused == 0
+
+
+def test_gmail_mail_went_over_verified_starttls(demo: dict[str, Any]) -> None:
+    # Gmail's model refuses clear-text sessions (4.7.29); the engine verified the sandbox's
+    # certificate (tls_ca_file) and its mail was accepted
+    rows = _query(demo["home"], "SELECT count(*) FILTER (WHERE event = 'delivered') AS ok, "
+                                "count(*) FILTER (WHERE response LIKE '%4.7.29%') AS clear "
+                                "FROM events WHERE source = 'sandbox' AND provider = 'gmail'")
+    assert rows[0]["ok"] > 0 and rows[0]["clear"] == 0, rows
+    assert (next((demo["home"] / "demo").iterdir()) / "sandbox" / "tls-cert.pem").is_file()
