@@ -35,17 +35,26 @@ class AudienceTable:
     # int16 UTC offset in minutes per recipient, or None when the list's time zones are
     # unknown (send windows then never hold its mail back)
     utc_offset: np.ndarray | None = None
+    # scalar views of kind, provider and dies_at for ``address`` (made on first use)
+    _views: tuple[memoryview, memoryview, memoryview] | None = None
 
     def __len__(self) -> int:
         return int(self.provider.shape[0])
 
     def address(self, i: int, now: float) -> str:
         """Recipient ``i`` at ``now`` (a decayed mailbox now answers 5.1.1)."""
-        k = int(self.kind[i])
-        dom = self.domains[int(self.provider[i])]
+        views = self._views
+        if views is None or views[0].obj is not self.kind or views[1].obj is not self.provider \
+                or views[2].obj is not self.dies_at:
+            # memoryviews index to plain ints / floats (numpy scalars cost ~4x more)
+            views = self._views = (memoryview(self.kind), memoryview(self.provider),
+                                   memoryview(self.dies_at))
+        kind_v, prov_v, dies_v = views
+        k = kind_v[i]
+        dom = self.domains[prov_v[i]]
         if k == CATCH_ALL:
             return f"any-{i}@catchall{i % 7}.example"
-        if k in (NORMAL, ENGAGED, ROLE) and self.dies_at[i] <= now:
+        if k in (NORMAL, ENGAGED, ROLE) and dies_v[i] <= now:
             return f"unknown-d{i}@{dom}"
         return f"{_PREFIX[k]}{i}@{dom}"
 

@@ -176,16 +176,18 @@ class World:
                                        self.start)
         self.incident_state = IncidentState()
         self.events = Events(enabled=keep_events)
-        # per message (index = message id)
-        self.m_stream: list[int] = []
-        self.m_rcpt: list[int] = []
-        self.m_enq: list[float] = []
-        self.m_prov: list[str] = []
+        # per message (index = message id), as typed C arrays: a 10-million-message run
+        # keeps ~15 bytes a message here instead of ~100 in Python lists of objects
+        self.m_stream = array("h")  # stream index
+        self.m_rcpt = array("i")  # recipient number
+        self.m_enq = array("d")  # enqueued at
         self.m_provk = array("h")  # provider index per message (into ``prov_names``)
         self.prov_names = [*self.audience.providers, "generic"]
-        self.m_pool: dict[int, str] = {}
+        self.m_poolk = array("b")  # pool index of the last dispatch (into ``pool_names``), -1
+        self.pool_names = list(self.params.pools)
+        self._pool_k = {p: k for k, p in enumerate(self.pool_names)}
         self.m_addr: dict[int, str] = {}
-        self.tta: dict[str, list[float]] = {}
+        self.tta: dict[str, array[float]] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.codes: dict[str, int] = {}
         self.transitions: dict[str, int] = {"breaker": 0, "automation": 0}
@@ -272,11 +274,11 @@ class World:
                                 aud.provider[batch.recipients])
             n = len(batch.recipients)
             first = len(self.m_stream)
-            self.m_stream.extend([batch.stream] * n)
-            self.m_rcpt.extend(batch.recipients.tolist())
-            self.m_enq.extend([at_abs] * n)
-            self.m_prov.extend([names[k] for k in prov_idx.tolist()])
+            self.m_stream.frombytes(np.full(n, batch.stream, dtype=np.int16).tobytes())
+            self.m_rcpt.frombytes(batch.recipients.astype(np.int32).tobytes())
+            self.m_enq.frombytes(np.full(n, at_abs, dtype=np.float64).tobytes())
             self.m_provk.frombytes(prov_idx.astype(np.int16).tobytes())
+            self.m_poolk.frombytes(bytes([0xFF]) * n)  # -1: not dispatched yet
             lane, tenant, dom = s.lane, s.tenant, s.sending_domain
             # the recipients' UTC offsets (None: unknown), so lanes with a send window hold
             # mail until the recipient's local window opens (engine.policy.windows)
@@ -291,15 +293,19 @@ class World:
                     zone = offsets[where]
                     groups = [(int(z), where[zone == z]) for z in np.unique(zone)]
                 for offset, members in groups:
-                    ids = (first + members).tolist()
+                    # ascending ids as an int64 array: ``submit_many`` checks them in bulk
+                    ids = array("q", (first + members).astype(np.int64).tobytes())
                     sched.submit_many(ids, lane=lane, tenant=tenant,  # type: ignore[arg-type]
                                       sending_domain=dom, now=at_abs, provider=prov,
                                       utc_offset_min=offset)
-                    self.events.add_many(
-                        len(ids), ts=at_abs, event="enqueued",
-                        message_id=[str(i) for i in ids], provider=prov, lane=lane,
-                        tenant=tenant, sending_domain=dom, campaign=s.campaign,
-                        enqueued_ts=at_abs)
+                    if self.events.enabled:
+                        self.events.add_many(
+                            len(ids), ts=at_abs, event="enqueued",
+                            message_id=[str(i) for i in ids], provider=prov, lane=lane,
+                            tenant=tenant, sending_domain=dom, campaign=s.campaign,
+                            enqueued_ts=at_abs)
+                    else:
+                        self.events.n += len(ids)
 
     def _drain(self, now: float) -> None:
         """Model consequences and blocklist listings up to ``now`` (no scheduler polling)."""
@@ -343,7 +349,10 @@ class World:
         provider = d.provider
         ids = list(d.ids)
         pool = d.pool
-        self.m_pool.update(dict.fromkeys(ids, pool))
+        pk = self._pool_k[pool]
+        m_poolk = self.m_poolk
+        for mid in ids:
+            m_poolk[mid] = pk
         if provider in self.incident_state.dns_down:
             text = "DNS lookup failed"
             rec = sched.record_batch(ids, [None] * len(ids), [text] * len(ids), pool=pool,
@@ -404,7 +413,7 @@ class World:
             enq = self.m_enq
             tta = self.tta.get(d.lane)
             if tta is None:
-                tta = self.tta[d.lane] = []
+                tta = self.tta[d.lane] = array("d")
             tta.extend([now - enq[i] for i in delivered])
             warm = self._warm_pool.get(d.pool)
             if warm is None:
@@ -458,10 +467,13 @@ class World:
         ids = batch.ids.tolist()
         streams = self.scenario.streams
         st = [streams[self.m_stream[i]] for i in ids]
-        m_prov, m_pool, m_addr, m_enq = self.m_prov, self.m_pool, self.m_addr, self.m_enq
+        m_addr, m_enq = self.m_addr, self.m_enq
+        pools = [*self.pool_names, None]  # index -1: never dispatched
+        m_poolk, m_provk = self.m_poolk, self.m_provk
         ev.add_many(n, ts=batch.at, event="expired", state=batch.state,
                     reason="; ".join(batch.reasons), message_id=[str(i) for i in ids],
-                    provider=[m_prov[i] for i in ids], pool=[m_pool.get(i) for i in ids],
+                    provider=[names[m_provk[i]] for i in ids],
+                    pool=[pools[m_poolk[i]] for i in ids],
                     lane=[s.lane for s in st], tenant=[s.tenant for s in st],
                     sending_domain=[s.sending_domain for s in st],
                     campaign=[s.campaign for s in st], enqueued_ts=[m_enq[i] for i in ids],
@@ -483,12 +495,12 @@ class World:
                        detail={"factor": round(dec.factor, 6)})
                 continue
             mid = dec.id
-            prov = self.m_prov[mid]
+            prov = self.prov_names[self.m_provk[mid]]
             if not ev.enabled:
                 self._tally(dec, mid, prov, res)
                 continue
             stream = self.scenario.streams[self.m_stream[mid]]
-            pool = self.m_pool.get(mid)
+            pool = self._pool_of(mid)
             common = {"message_id": str(mid), "provider": prov, "pool": pool,
                       "lane": stream.lane, "tenant": stream.tenant,
                       "sending_domain": stream.sending_domain, "campaign": stream.campaign,
@@ -504,7 +516,7 @@ class World:
             reason = "; ".join(dec.reasons)
             if isinstance(dec, Delivered):
                 self._count(prov, "delivered")
-                self.tta.setdefault(stream.lane, []).append(dec.at - self.m_enq[mid])
+                self.tta.setdefault(stream.lane, array("d")).append(dec.at - self.m_enq[mid])
                 spec = self.params.pools.get(pool or "")
                 if spec is not None and spec.warmup is not None:
                     self.warm_delivered += 1
@@ -537,8 +549,8 @@ class World:
         elif isinstance(dec, Delivered):
             self._count(prov, "delivered")
             lane = self.scenario.streams[self.m_stream[mid]].lane
-            self.tta.setdefault(lane, []).append(dec.at - self.m_enq[mid])
-            spec = self.params.pools.get(self.m_pool.get(mid) or "")
+            self.tta.setdefault(lane, array("d")).append(dec.at - self.m_enq[mid])
+            spec = self.params.pools.get(self._pool_of(mid) or "")
             if spec is not None and spec.warmup is not None:
                 self.warm_delivered += 1
         elif isinstance(dec, Suppress):
@@ -549,9 +561,14 @@ class World:
             self._count(prov, dec.event_name)
         ev.n += 1
 
+    def _pool_of(self, mid: int) -> str | None:
+        """The pool message ``mid`` was last dispatched through (None: never)."""
+        k = self.m_poolk[mid]
+        return None if k < 0 else self.pool_names[k]
+
     def _consequence(self, c: Consequence, now: float) -> None:
         mid = int(c.ref) if c.ref.isdigit() else -1
-        pool = self.m_pool.get(mid, "")
+        pool = (self._pool_of(mid) if mid >= 0 else None) or ""
         common = {"message_id": str(mid) if mid >= 0 else None, "provider": c.provider,
                   "pool": pool, "source_ip": c.source_ip, "recipient": c.recipient}
         sig: Signal | None = None

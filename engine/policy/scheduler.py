@@ -342,6 +342,7 @@ class Scheduler:
         self._state = bytearray()
         self._free = array("I")
         self._slot_of: dict[int, int] = {}
+        self._max_id = -1  # the largest id ever submitted
         # queues, timers, expiry wheel
         self._queues: list[_Queue] = []
         self._queue_of: dict[tuple[str, str, str, str, int | None], _Queue] = {}
@@ -478,14 +479,19 @@ class Scheduler:
         spec = self.params.lanes.get(lane)
         if spec is None:
             raise InputError(f"unknown lane {lane!r} (known: {', '.join(self.params.lanes)})")
-        id_list = [int(i) for i in ids]
+        # an int64 ``array`` is taken as it is (a simulator's bulk path: no per-id boxing)
+        id_list = ids if isinstance(ids, array) and ids.typecode == "q" else array(
+            "q", [int(i) for i in ids])
         n = len(id_list)
         if n == 0:
             return 0
         slot_of = self._slot_of
-        if min(id_list) < 0:
-            raise InputError(f"message id must be >= 0, got {min(id_list)}")
-        if len(set(id_list)) != n or not slot_of.keys().isdisjoint(id_list):
+        lo, hi = min(id_list), max(id_list)
+        if lo < 0:
+            raise InputError(f"message id must be >= 0, got {lo}")
+        # ids above every id ever taken cannot be held: only repeats need looking for
+        fresh_ids = lo > self._max_id
+        if len(set(id_list)) != n or (not fresh_ids and not slot_of.keys().isdisjoint(id_list)):
             seen: set[int] = set()
             for i in id_list:
                 if i in seen or i in slot_of:
@@ -501,6 +507,8 @@ class Scheduler:
         if queue is None:
             queue = self._new_queue(lane, tenant, sending_domain, provider, offset)
         slots = self._alloc_many(id_list, queue.index, deadline)
+        if hi > self._max_id:
+            self._max_id = hi
         state = self._state
         if not_before is not None and not_before > now:
             for slot in slots:
@@ -520,7 +528,7 @@ class Scheduler:
         bucket.extend(slots)
         return n
 
-    def _alloc_many(self, id_list: list[int], key: int, deadline: float) -> list[int]:
+    def _alloc_many(self, id_list: array[int], key: int, deadline: float) -> list[int]:
         """``_alloc`` for each id in order (free slots are reused last-freed first)."""
         free = self._free
         reuse = min(len(free), len(id_list))
@@ -607,6 +615,8 @@ class Scheduler:
             self._last.append(0.0)
             self._state.append(_FREE)
         self._slot_of[msg_id] = slot
+        if msg_id > self._max_id:
+            self._max_id = msg_id
         return slot
 
     def _enqueue(self, queue: _Queue, slot: int) -> None:

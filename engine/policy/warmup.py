@@ -83,7 +83,18 @@ class WarmupCounter:
 
     def remaining(self, ip: str, provider: str, now: float) -> int | None:
         """How many more may go today (None = the IP is warm for this provider)."""
-        cap = self.cap(ip, provider, now)
+        # ``cap`` inlined (the scheduler asks this for every path at every wake-up)
+        day = max(0, math.floor((now - self.start) / DAY_S))
+        key = (ip, provider)
+        if day != self.day:
+            self.day = day
+            self.sent.clear()
+            self.caps.clear()
+        caps = self.caps
+        if key in caps:
+            cap = caps[key]
+        else:
+            cap = caps[key] = day_cap(self.plan, provider, day, salt=self.salt, ip=ip)
         if cap is None:
             return None
         if self.share != 1.0:

@@ -54,9 +54,14 @@ def address_unit(address: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
+_STARTS = tuple(_WORDS)
+
+
 def convention(address: str) -> MailboxKind | None:
     """The kind named by the local part, or None when the address follows no convention."""
     local = address.rsplit("@", 1)[0].lower()
+    if not local.startswith(_STARTS):  # the common case, without the regex
+        return None
     match = _CONVENTION.match(local)
     return _WORDS[match.group(1)] if match else None
 

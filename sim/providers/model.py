@@ -58,6 +58,9 @@ DAY = 86400.0
 _NORMAL = NormalDist()
 TIERS = ("low", "medium", "high")
 _CACHE_MAX = 1 << 16  # entries per memo dict before it is cleared
+# the mailbox-kind memo is keyed by recipient address: a big list is revisited over a month,
+# so it may hold a million addresses (~150 MB) before it starts over
+_KIND_CACHE_MAX = 1 << 20
 
 
 class Uniform(Protocol):
@@ -129,7 +132,7 @@ class ProviderModel:
         cache = self.kind_cache
         k = cache.get(address, _UNSEEN)
         if k is _UNSEEN:
-            if len(cache) >= _CACHE_MAX:
+            if len(cache) >= _KIND_CACHE_MAX:
                 cache.clear()
             p = self.params
             k = cache[address] = (mailbox_kind(address, p.unknown_fraction, p.full_fraction)
@@ -512,8 +515,13 @@ class ProviderModel:
         return True
 
 
+_LINES: dict[Reply, str] = {}  # Reply.line() memo (Reply is frozen; few distinct texts)
+
+
 class _Table:
     """Distinct replies of one batch: (code, line) -> text id."""
+
+    __slots__ = ("codes", "enhanced", "ids", "kinds", "lines")
 
     def __init__(self) -> None:
         self.ids: dict[tuple[int, str], int] = {}
@@ -523,7 +531,11 @@ class _Table:
         self.kinds: list[str] = []
 
     def add(self, r: Reply) -> int:
-        line = r.line()
+        line = _LINES.get(r)
+        if line is None:
+            if len(_LINES) >= _CACHE_MAX:
+                _LINES.clear()
+            line = _LINES[r] = r.line()
         k = self.ids.get((r.code, line))
         if k is None:
             k = self.ids[(r.code, line)] = len(self.lines)
@@ -630,9 +642,17 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
             static = m.reply("unauthenticated", ip=source_ip,
                              domain=facts.spf_domain or domain_of(sender))
     keys = m._scope_keys(source_ip, nb, facts)
+    # each scope key's score at ``now`` (``ProviderModel.score`` inlined: nothing below
+    # moves a score before the rate windows are judged)
+    rep, init, recovery = m.rep, p.rep_initial, p.rep_recovery_s
+    scores: list[float] = []
+    for scope, key in keys:
+        e = rep[scope].get(key)
+        scores.append(init if e is None else
+                      init + (e[0] - init) * math.exp(-(now - e[1]) / recovery))
     if static is None:
-        for scope, key in keys:
-            if scope not in ("ip", "netblock") and m.score(scope, key, now) < p.rep_block_below:
+        for (scope, key), sc in zip(keys, scores, strict=True):
+            if scope not in ("ip", "netblock") and sc < p.rep_block_below:
                 static = m.reply("reputation_block", ip=source_ip, domain=key)
                 break
     # daily cap of a young IP (a MAIL-stage refusal once reached)
@@ -670,9 +690,11 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
     rate_limit = n
     rate_reply: tuple[str, str, int] | None = None
     if static is None:
-        for scope, key in keys:
-            limit = p.rate_limits[scope][m.tier(scope, key, now)]
-            room = max(0, limit - m.windows[scope].count(key, now))
+        lo, hi = p.rep_tiers
+        windows, limits = m.windows, p.rate_limits
+        for (scope, key), sc in zip(keys, scores, strict=True):
+            limit = limits[scope][0 if sc < lo else (2 if sc >= hi else 1)]
+            room = max(0, limit - windows[scope].count(key, now))
             if room < rate_limit:
                 rate_limit, rate_reply = room, (scope, key, limit)
     else:

@@ -43,9 +43,12 @@ def naive(n: int, seed: int = 1) -> tuple[float, float]:
 
 
 def ours(target: int) -> tuple[float, float, int, float]:
-    base = load_scenario("warmup-30d")
-    per_day = sum(s.rate_per_hour for s in base.streams) * 24 or 1.0
-    scale = target / (per_day * 30)
+    # messages grow linearly with the scenario's scale (every stream, newsletters included):
+    # a small probe run says how many one unit of scale makes
+    probe = 0.01
+    per_scale = run_scenario(load_scenario("warmup-30d", scale=probe), 1, None,
+                             keep_events=False)["messages"] / probe
+    scale = target / per_scale
     t0, c0 = time.perf_counter(), time.process_time()
     summary = run_scenario(load_scenario("warmup-30d", scale=scale), 1, None, keep_events=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
