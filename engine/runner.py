@@ -557,6 +557,11 @@ class Runner:
                     skip_rest(SendResult(
                         None, f"not tried: session refused MAIL ({res.text[:200]})",
                         False, dest.host))
+                    # and end the session: a throttled connection is not reused (Postfix
+                    # counts every refused pipelined command as an error on the session and,
+                    # past smtpd_soft_error_limit, answers each reply a second late)
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.quit(), 5.0)
                     break
             return len(done)
 

@@ -177,7 +177,16 @@ def test_postfix_anvil_throttles_and_the_core_slows_down(postfix: PrivatePostfix
 
     elapsed = asyncio.run(scenario())
     events = spool.events_after(0, limit=100_000)
-    assert spool.active() == 0, f"{spool.active()} of {N} not delivered in {elapsed:.0f} s"
+    if spool.active():
+        from collections import Counter
+
+        said = Counter((e.event, e.smtp_code, (e.response or "")[:60], (e.reason or "")[:60])
+                       for e in events if e.event not in ("enqueued", "delivered"))
+        t0 = min(e.ts for e in events)
+        line = " ".join(f"{e.ts - t0:.0f}:{e.event[:3]}:{e.source_ip or ''}:{(e.reason or '')[:40]}"
+                        for e in events if e.event in ("deferred", "automation", "delivered"))
+        raise AssertionError(f"{spool.active()} of {N} not delivered in {elapsed:.0f} s: "
+                             f"{said.most_common(12)} {line}")
     delivered = {e.recipient for e in events if e.event == "delivered"}
     assert len(delivered) == N
     deadline = time.monotonic() + 10  # the discard transport logs shortly after the 250
