@@ -1,4 +1,5 @@
-"""Fixtures that start and stop the sandbox (and a feedback sink) on loopback."""
+"""Fixtures that start and stop the sandbox (and a feedback sink, and a plain accepting
+receiver) on loopback."""
 
 from __future__ import annotations
 
@@ -100,3 +101,34 @@ def feedback_sink() -> Iterator[FeedbackSink]:
     sink.port = sink.start()  # type: ignore[attr-defined]
     yield sink
     sink.stop()
+
+
+class PeerSink:
+    """Accepts every message; remembers the peer address per recipient, in arrival order."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, str] = {}
+        self.port = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for r in envelope.rcpt_tos:
+            self.peers[r] = session.peer[0]
+        return "250 2.0.0 ok"
+
+
+@pytest.fixture
+def sink() -> Iterator[PeerSink]:
+    """An aiosmtpd receiver on 127.0.0.1 (a free port, ``sink.port``)."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    handler = PeerSink()
+    ctl = Controller(handler, hostname="127.0.0.1", port=port)
+    ctl.start()
+    handler.port = port
+    yield handler
+    ctl.stop()

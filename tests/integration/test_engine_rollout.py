@@ -30,33 +30,6 @@ CURRENT = ROOT / "fixtures" / "policies" / "default-v1.toml"
 TX_IPS = {"127.0.0.2", "127.0.0.3"}  # pool tx-a in fixtures/lab.toml
 
 
-class Sink:
-    """Accepts every message; remembers the peer address per recipient."""
-
-    def __init__(self) -> None:
-        self.peers: dict[str, str] = {}
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        for r in envelope.rcpt_tos:
-            self.peers[r] = session.peer[0]
-        return "250 2.0.0 ok"
-
-
-@pytest.fixture
-def sink() -> Any:
-    from aiosmtpd.controller import Controller
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    handler = Sink()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port)
-    ctl.start()
-    handler.port = port  # type: ignore[attr-defined]
-    yield handler
-    ctl.stop()
-
-
 def _write_record(home: Path, **fields: Any) -> None:
     """Write the record as ``inboxlab promote`` does: a whole new file, renamed in place."""
     path = record_path(home, "tx-a")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +23,6 @@ pytestmark = pytest.mark.integration
 LAB = Path(__file__).parents[2] / "fixtures" / "lab.toml"
 # 14:00 UTC on a Monday after the US switch to daylight time: 10:00 in New York, 23:00 in Tokyo
 NOON = dt.datetime(2026, 3, 9, 14, tzinfo=dt.UTC).timestamp()
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.got: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.got.extend(envelope.rcpt_tos)
-        return "250 2.0.0 ok"
-
-
-@pytest.fixture
-def sink() -> Any:
-    from aiosmtpd.controller import Controller
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    handler = Sink()
-    ctl = Controller(handler, hostname="127.0.0.1", port=port)
-    ctl.start()
-    handler.port = port  # type: ignore[attr-defined]
-    yield handler
-    ctl.stop()
 
 
 def test_offsets_follow_daylight_time() -> None:
@@ -79,12 +54,12 @@ def test_lifecycle_mail_waits_for_the_recipients_morning(sink: Any, tmp_path: Pa
     async def go() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop, poll=0.02))
-        await run_until(lambda: len(sink.got) >= 2, 15)
+        await run_until(lambda: len(sink.peers) >= 2, 15)
         await asyncio.sleep(0.5)  # room for a wrong third send
-        seen["noon"] = sorted(sink.got)
+        seen["noon"] = sorted(sink.peers)
         clock[0] = NOON + 8 * 3600  # 22:00 UTC: 07:00 in Tokyo, the window opens
-        await run_until(lambda: len(sink.got) >= 3, 15)
-        seen["evening"] = sorted(sink.got)
+        await run_until(lambda: len(sink.peers) >= 3, 15)
+        seen["evening"] = sorted(sink.peers)
         stop.set()
         await task
 
