@@ -72,6 +72,7 @@ class Breaker:
         "slot_start",
         "spec",
         "state",
+        "sums",
     )
 
     def __init__(self, spec: BreakerSpec, pool: str, provider: str) -> None:
@@ -84,27 +85,30 @@ class Breaker:
         self.last_step = 0.0
         # per sub-window: [start, attempts, bounces, complaints, deferrals]
         self.counts: list[list[float]] = []
+        # the rows' column sums, kept as rows come and go (whole numbers: exact in floats)
+        self.sums = [0.0, 0.0, 0.0, 0.0]
         self.slot_start = -math.inf
 
     # -- counting -------------------------------------------------------------------
     def _slot(self, now: float) -> list[float]:
+        counts = self.counts
         width = self.spec.window_s / _SLOTS
-        if not self.counts or now >= self.counts[-1][0] + width:
-            self.counts.append([now, 0.0, 0.0, 0.0, 0.0])
+        if not counts or now >= counts[-1][0] + width:
+            counts.append([now, 0.0, 0.0, 0.0, 0.0])
         horizon = now - self.spec.window_s
-        while self.counts and self.counts[0][0] + width <= horizon:
-            self.counts.pop(0)
-        return self.counts[-1]
+        while counts and counts[0][0] + width <= horizon:
+            old = counts.pop(0)
+            sums = self.sums
+            sums[0] -= old[1]
+            sums[1] -= old[2]
+            sums[2] -= old[3]
+            sums[3] -= old[4]
+        return counts[-1]
 
     def totals(self, now: float) -> tuple[float, float, float, float]:
         """(attempts, bounces, complaints, deferrals) within the window ending at ``now``."""
         self._slot(now)
-        a = b = c = d = 0.0
-        for row in self.counts:
-            a += row[1]
-            b += row[2]
-            c += row[3]
-            d += row[4]
+        a, b, c, d = self.sums
         return a, b, c, d
 
     def observe(
@@ -122,6 +126,11 @@ class Breaker:
         row[2] += bounces
         row[3] += complaints
         row[4] += deferrals
+        sums = self.sums
+        sums[0] += attempts
+        sums[1] += bounces
+        sums[2] += complaints
+        sums[3] += deferrals
         return self._judge(now)
 
     def _judge(self, now: float) -> list[BreakerChange]:
@@ -170,6 +179,7 @@ class Breaker:
         self.state = new
         if trigger in ("review", "pause", "open_elapsed"):
             self.counts.clear()
+            self.sums = [0.0, 0.0, 0.0, 0.0]
         return BreakerChange(
             pool=self.pool,
             provider=self.provider,

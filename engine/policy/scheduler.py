@@ -36,7 +36,7 @@ import re
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, SupportsIndex
 
 from engine.errors import InputError, StateError
 from engine.policy.automation import Automation, AutomationChange
@@ -271,9 +271,11 @@ class _Queue:
 class _Control:
     """Breaker + automation of one pool x provider and the paths (IPs) they govern."""
 
-    __slots__ = ("automation", "breaker", "factor", "paths", "shaping")
+    __slots__ = ("automation", "breaker", "factor", "index", "paths", "shaping")
 
-    def __init__(self, breaker: Breaker, automation: Automation, shaping: Shaping) -> None:
+    def __init__(self, breaker: Breaker, automation: Automation, shaping: Shaping,
+                 index: int = 0) -> None:
+        self.index = index  # creation order: time-driven changes come out in this order
         self.breaker = breaker
         self.automation = automation
         self.shaping = shaping
@@ -350,6 +352,10 @@ class Scheduler:
         # per provider, per path: each lane's queues that path may ever carry, with the
         # pools whose overflow it is (None: on the queue's route); rebuilt on a new queue
         self._reach: dict[str, list[list[tuple[Lane, list[tuple[_Queue, tuple[str, ...] | None]]]]]] = {}
+        self._flat: dict[str, list[list[tuple[_Queue, tuple[str, ...] | None]]]] = {}
+        # the controls whose breaker or automation may have a time-driven change (every
+        # other one is closed and normal); a control joins whenever its state may move
+        self._watch: dict[int, _Control] = {}
         self._backlog: dict[str, int] = {}
         self._rotate: dict[tuple[str, Lane], int] = {}
         self._timers: list[tuple[float, int]] = []
@@ -570,6 +576,7 @@ class Scheduler:
         self._ensure_paths(provider)
         self._by_provider[provider][lane].append(queue)
         self._reach.pop(provider, None)
+        self._flat.pop(provider, None)
         return queue
 
     def _ensure_paths(self, provider: str) -> None:
@@ -581,8 +588,10 @@ class Scheduler:
             shaping = self.params.shaping.get((pool_name, provider)) or (
                 profile.shaping if profile else Shaping())
             ctrl = _Control(Breaker(self.params.breaker, pool_name, provider),
-                            Automation(self.params.automation, pool_name, provider), shaping)
+                            Automation(self.params.automation, pool_name, provider), shaping,
+                            len(self._controls))
             self._controls[(pool_name, provider)] = ctrl
+            self._watch[ctrl.index] = ctrl
             for ip in pool.source_ips:
                 path = _Path(pool_name, ip, provider, path_bucket(shaping, self._now_or0()),
                              ctrl, self._warmups.get(pool_name))
@@ -696,13 +705,18 @@ class Scheduler:
                         # ``_end(slot, in_structure=True)`` inlined
                         del slot_of[msg_id]
                         state[slot] = _ZOMBIE
-        for ctrl in self._controls.values():
-            if ctrl.breaker.state != "closed" or ctrl.automation.state != "normal":
-                changes: list[Decision] = [*ctrl.breaker.advance(now),
-                                           *ctrl.automation.advance(now)]
-                if changes:
-                    self._outbox.extend(changes)
-                    self._apply_factor(ctrl, now)
+        watch = self._watch
+        if watch:
+            for index in sorted(watch) if len(watch) > 1 else list(watch):
+                ctrl = watch[index]
+                if ctrl.breaker.state != "closed" or ctrl.automation.state != "normal":
+                    changes: list[Decision] = [*ctrl.breaker.advance(now),
+                                               *ctrl.automation.advance(now)]
+                    if changes:
+                        self._outbox.extend(changes)
+                        self._apply_factor(ctrl, now)
+                if ctrl.breaker.state == "closed" and ctrl.automation.state == "normal":
+                    del watch[index]
 
     def _apply_factor(self, ctrl: _Control, now: float) -> None:
         factor = min(ctrl.breaker.factor, ctrl.automation.factor) * self._share
@@ -736,7 +750,7 @@ class Scheduler:
             cands.append(self._timers[0][0])
         if self._wheel_keys:
             cands.append((self._wheel_keys[0] + 1) * _WHEEL_S + max(0.0, expiry_slack_s))
-        for ctrl in self._controls.values():
+        for ctrl in self._watch.values():  # a closed, normal control has no next change
             for t in (ctrl.breaker.next_change(), ctrl.automation.next_change()):
                 if t is not None:
                     cands.append(t)
@@ -772,13 +786,46 @@ class Scheduler:
         reach = self._reach.get(provider)
         if reach is None:
             reach = self._reach[provider] = [self._reachable(path, lanes) for path in paths]
+        flat = self._flat.get(provider)
+        if flat is None:
+            # per path, its reachable queues in one list, queues with a send window first
+            # (a pass without budget must still judge every window: it may set the hint)
+            flat = self._flat[provider] = [
+                sorted((e for _, entries in r for e in entries),
+                       key=lambda e: e[0].window is None) for r in reach]
+        backlog = self._backlog
         for k, path in enumerate(paths):
-            if self._backlog[provider] <= 0:
+            if backlog[provider] <= 0:
                 return
             budget = path.bucket.available(now)
             warm_left = path.warmup.remaining(path.ip, provider, now) if path.warmup else None
-            if warm_left is not None:
-                budget = min(budget, warm_left)
+            if warm_left is not None and warm_left < budget:
+                budget = warm_left
+            if budget <= 0:
+                # nothing to send on this path: only the wake-up hint is at stake -- a
+                # closed send window's opening, and the bucket's next token when some
+                # queue could use it (the same hints the full pass below would set)
+                want_token = path.control.factor > 0 and warm_left != 0
+                found = False
+                for q, over in flat[k]:
+                    if q.window is None and (found or not want_token):
+                        break
+                    if q.live <= 0:
+                        continue
+                    if over is not None and (not capped or not any(p in capped for p in over)):
+                        continue
+                    if q.window is not None:
+                        is_open = window_open.get(q.index)
+                        if is_open is None:
+                            is_open = window_open[q.index] = in_window(now, q.offset, q.window)
+                            if not is_open:
+                                self._hint = min(self._hint, next_open(now, q.offset, q.window))
+                        if not is_open:
+                            continue
+                    found = True
+                if found and want_token:
+                    self._hint = min(self._hint, now + path.bucket.time_until(1, now))
+                continue
             eligible: dict[Lane, list[_Queue]] = {}
             for lane, entries in reach[k]:
                 ok: list[_Queue] = []
@@ -802,10 +849,6 @@ class Scheduler:
                 if ok:
                     eligible[lane] = ok
             if not eligible:
-                continue
-            if budget <= 0:
-                if path.control.factor > 0 and warm_left != 0:
-                    self._hint = min(self._hint, now + path.bucket.time_until(1, now))
                 continue
             used = 0
             blocked: set[int] = set()
@@ -1004,6 +1047,7 @@ class Scheduler:
                                      scope=verdict.scope)
                 changes = ctrl.automation.match(rule, now,
                                                 pause_pool=verdict.action == "pause_pool")
+                self._watch[ctrl.index] = ctrl
                 if changes:
                     out.extend(changes)
                     self._apply_factor(ctrl, now)
@@ -1017,7 +1061,8 @@ class Scheduler:
         out.append(self._retry(slot, attempt, verdict, rule, ctrl, now, chain))
         return out
 
-    def record_batch(self, ids: Sequence[int], codes: Sequence[int | None],
+    def record_batch(self, ids: Sequence[SupportsIndex],
+                     codes: Sequence[SupportsIndex | None],
                      texts: Sequence[str], *, pool: str, source_ip: str, provider: str,
                      now: float) -> BatchRecord:
         """``record`` the outcomes of one dispatch's messages (``ids[i]`` got ``codes[i]`` /
@@ -1050,7 +1095,9 @@ class Scheduler:
                 j = i + 1
                 while j < n and (c := code_list[j]) is not None and 200 <= c < 300:
                     j += 1
-                self._accept_run(id_list[i:j], code_list[i:j], ctrl, now, out)
+                # a run at the start follows this call's own ``_advance(now)`` with no
+                # change in between: advancing again at the same instant is a no-op
+                self._accept_run(id_list[i:j], code_list[i:j], ctrl, now, out, i > 0)
                 i = j
                 continue
             text = texts[i]
@@ -1070,12 +1117,14 @@ class Scheduler:
         return out
 
     def _accept_run(self, run: list[int], run_codes: list[int | None],
-                    ctrl: _Control | None, now: float, out: BatchRecord) -> None:
+                    ctrl: _Control | None, now: float, out: BatchRecord,
+                    advance: bool = True) -> None:
         """Book consecutive accepted messages as ``record`` would, one at a time."""
         pos = 0
         k = len(run)
         while pos < k:
-            self._advance(now)
+            if advance or pos:
+                self._advance(now)
             changes: list[Decision] = []
             if ctrl is None:
                 take = k - pos
@@ -1162,6 +1211,8 @@ class Scheduler:
     def _observe(self, ctrl: _Control, now: float, **counts: int) -> list[Decision]:
         changes: list[Decision] = list(ctrl.breaker.observe(now, **counts))
         if changes:
+            self._watch[ctrl.index] = ctrl
+        if changes:
             self._apply_factor(ctrl, now)
         return changes
 
@@ -1181,6 +1232,7 @@ class Scheduler:
             out.extend(self._observe(ctrl, now, bounces=signal.count))
         elif signal.kind == "incident":
             out.extend(ctrl.breaker.incident(now, signal.reason or "incident signal"))
+            self._watch[ctrl.index] = ctrl
             self._apply_factor(ctrl, now)
         return out
 
