@@ -82,8 +82,11 @@ def _drive(rec: Recorder) -> None:
 
 
 def test_recorder_knows_every_public_scheduler_method() -> None:
+    # the compiled core (engine.native) lists instance attributes on the class too: ``rng``
+    # is one, refused on purpose below
     public = {n for n in dir(Scheduler) if not n.startswith("_")}
-    assert public - set(RECORDED) - PASS_THROUGH == set(), "a verb the recorder would miss"
+    assert public - set(RECORDED) - PASS_THROUGH - {"rng"} == set(), \
+        "a verb the recorder would miss"
     rec = Recorder(_fresh())
     with pytest.raises(AttributeError, match="not recorded"):
         _ = rec.rng  # drawing from the core's rng outside a verb is hidden input
