@@ -125,6 +125,7 @@ class BatchReplies:
     Per message: ``codes[i]`` (basic code) and ``text_ids[i]`` (index into ``lines``,
     ``enhanced`` and ``kinds``: the full SMTP line, its enhanced code and the model's name
     for the reply); ``accepted`` marks 2xx. ``consequences`` counts what was scheduled.
+    The arrays of a one-message result are shared and read-only: copy before writing.
     """
 
     codes: object  # numpy int32 array

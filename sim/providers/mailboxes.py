@@ -47,11 +47,15 @@ def valid_address(address: str) -> bool:
     return len(address) <= 254 and _ADDRESS.match(address) is not None
 
 
+def _unit(address: str) -> float:
+    digest = hashlib.blake2b(address.lower().encode(), digest_size=8, person=b"mailbox").digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
 @lru_cache(maxsize=1 << 16)
 def address_unit(address: str) -> float:
     """A stable uniform number in [0, 1) for an address (blake2b of its lower-case form)."""
-    digest = hashlib.blake2b(address.lower().encode(), digest_size=8, person=b"mailbox").digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    return _unit(address)
 
 
 _STARTS = tuple(_WORDS)
@@ -71,7 +75,9 @@ def mailbox_kind(address: str, unknown_fraction: float, full_fraction: float) ->
     named = convention(address)
     if named is not None:
         return named
-    u = address_unit(address)
+    # uncached: callers memoise kinds per address (``ProviderModel.kind_cache``), so an
+    # LRU here would only add a miss per new address
+    u = _unit(address)
     if u < unknown_fraction:
         return "unknown"
     if u < unknown_fraction + full_fraction:

@@ -19,14 +19,21 @@ State, all in plain dicts so batch drivers can read it:
 - greylisting of (netblock, sender, recipient) triplets; DNSBL listing by trap hits
   per /24 (with longer listings when repeated); scheduled brownouts.
 
-``deliver_batch`` answers a whole dispatch from one source IP at once (numpy for the
-acceptance count, the consequence draws and the reply table); it follows the same rules
-as the stage methods, deciding order-dependent limits (rate windows, daily caps, bulk
-volume) by counting positions instead of replaying the conversation.
+``deliver_batch`` answers a whole dispatch from one source IP at once; it follows the
+same rules as the stage methods, deciding order-dependent limits (rate windows, daily
+caps, bulk volume) by counting positions instead of replaying the conversation. Most
+dispatches are one message, so its cost is per call: what depends only on (source IP,
+facts, params) is memoised (``_Ctx``), a batch whose messages all got one reply skips the
+reply table and a one-message result shares read-only arrays, and a scheduled complaint
+or engagement waits in ``pending`` as a compact tuple that becomes a ``Consequence``
+only when it fires (``count_only`` kinds are then just counted: ``take_counts``).
+Its random draws are fixed: ``rng.random((a, 3))`` and ``rng.standard_normal(a)`` per
+accepted batch and numpy's exp for delays, so seeded runs repeat bit for bit.
 
 Time (``now``) is always an argument; randomness is the injected ``rng`` (anything with
 ``random() -> float``: ``random.Random`` or ``numpy.random.Generator``). No sockets, no
 asyncio, no wall clock. Mailbox existence is deterministic (``sim.providers.mailboxes``).
+It does not touch the scheduler or the world: drivers read its state and call it.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import repeat
 from statistics import NormalDist
 from typing import Protocol
 
@@ -45,6 +54,7 @@ from sim.providers.domains import aligned, org_domain
 from sim.providers.facts import (
     BatchReplies,
     Consequence,
+    ConsequenceKind,
     MessageFacts,
     Outcome,
     Reply,
@@ -52,7 +62,7 @@ from sim.providers.facts import (
 )
 from sim.providers.mailboxes import MailboxKind, mailbox_kind, valid_address
 from sim.providers.params import RATE_SCOPES, ModelParams
-from sim.providers.windows import BucketCounter, SlidingCounter, add_many
+from sim.providers.windows import BucketCounter, SlidingCounter, add_count
 
 DAY = 86400.0
 _NORMAL = NormalDist()
@@ -112,9 +122,18 @@ class ProviderModel:
         self.trap_hits = SlidingCounter(p.dnsbl_window_s)
         self.listed_until: dict[str, float] = {}
         self.listings: dict[str, list[float]] = {}
-        self.pending: list[tuple[float, int, Consequence, tuple[tuple[str, str], ...]]] = []
+        # scheduled consequences: (at, seq, kind, reputation refs, item) where item is the
+        # Consequence itself or, for batch complaints/engagements, a compact
+        # (base, recipient, ref, report) tuple built into a Consequence only when it fires
+        # and is collected (``scheduled()`` materialises them all)
+        self.pending: list[tuple[float, int, str, _Refs, Consequence | _Compact]] = []
         self.fired: list[Consequence] = []
         self.collect_fired = True
+        # kinds that ``due`` only counts (in ``fired_counts``, read with ``take_counts``)
+        # instead of building Consequence objects: a driver that only totals engagements
+        # sets {"engagement"}
+        self.count_only: frozenset[str] = frozenset()
+        self.fired_counts: dict[str, int] = {}
         self.stats: dict[str, int] = {}
         self._seq = 0
         self._sessions = 0
@@ -125,6 +144,11 @@ class ProviderModel:
         self._replies: dict[tuple[object, ...], Reply] = {}
         # scope keys by the facts they are made of (``_scope_keys``)
         self._keys: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+        # (reputation dict, key) pairs per scope-key tuple, for bumps without lookups
+        self._refs: dict[tuple[tuple[str, str], ...], _Refs] = {}
+        # what ``deliver_batch`` derives from (source_ip, facts) alone, per params object
+        self._ctx: dict[tuple[str, int], _Ctx] = {}
+        self._ctx_params: ModelParams | None = None
 
     def mailbox(self, address: str) -> MailboxKind | None:
         """The mailbox kind of ``address`` (None: not a valid address), memoised in
@@ -142,8 +166,12 @@ class ProviderModel:
     # ----------------------------------------------------------------- helpers
     def reply(self, kind: str, **values: str) -> Reply:
         """The provider's reply of ``kind`` with placeholders filled in."""
-        base = self.params.replies[kind]
         self.stats[kind] = self.stats.get(kind, 0) + 1
+        return self._format(kind, values)
+
+    def _format(self, kind: str, values: dict[str, str]) -> Reply:
+        """``reply`` without counting it in ``stats``."""
+        base = self.params.replies[kind]
         if "{" not in base.text:
             return base
         key = (kind, *values.items())  # the same reply text for the same values: reuse it
@@ -396,8 +424,11 @@ class ProviderModel:
 
     # ----------------------------------------------------------------- consequences
     def due(self, now: float) -> list[Consequence]:
-        """Consequences whose time has come (their reputation effect is applied)."""
+        """Consequences whose time has come (their reputation effect is applied); kinds in
+        ``count_only`` are left out and counted instead (``take_counts``)."""
         self._apply_due(now)
+        if not self.fired:
+            return []
         out, self.fired = self.fired, []
         return out
 
@@ -457,38 +488,73 @@ class ProviderModel:
 
     def _schedule(self, c: Consequence, keys: tuple[tuple[str, str], ...]) -> None:
         self._seq += 1
-        heapq.heappush(self.pending, (c.at, self._seq, c, keys))
+        heapq.heappush(self.pending, (c.at, self._seq, c.kind, self._rep_refs(keys), c))
+
+    def _rep_refs(self, keys: tuple[tuple[str, str], ...]) -> _Refs:
+        """``keys`` as (reputation dict, key) pairs (memoised: the dicts never change)."""
+        found = self._refs.get(keys)
+        if found is None:
+            if len(self._refs) >= _CACHE_MAX:
+                self._refs.clear()
+            rep = self.rep
+            found = self._refs[keys] = tuple((rep[scope], key) for scope, key in keys)
+        return found
 
     def _apply_due(self, now: float) -> None:
         pending = self.pending
-        while pending and pending[0][0] <= now:
-            at, _, c, keys = heapq.heappop(pending)
-            self._apply(c, keys, at)
-            if self.collect_fired:
-                self.fired.append(c)
-
-    def _apply(self, c: Consequence, keys: tuple[tuple[str, str], ...], at: float) -> None:
+        if not pending or pending[0][0] > now:
+            return
         p = self.params
-        if c.kind == "complaint":
-            delta = -p.rep_complaint_penalty
-        elif c.kind == "engagement":
-            delta = p.rep_engagement_gain
-        elif c.kind == "bounce":
-            delta = -p.rep_unknown_penalty
-        else:  # trap hit
-            delta = -p.rep_trap_penalty
-            nb = netblock_of(c.source_ip)
-            self.trap_hits.add(nb, at)
-            if self.trap_hits.count(nb, at) >= p.dnsbl_trap_threshold and not (
-                self.listed_until.get(nb, -math.inf) > at
-            ):
-                recent = [t for t in self.listings.get(nb, []) if t > at - 30 * DAY]
-                recent.append(at)
-                self.listings[nb] = recent
-                long = len(recent) > p.dnsbl_repeat_count
-                self.listed_until[nb] = at + (p.dnsbl_repeat_listing_s if long else p.dnsbl_listing_s)
-        for scope, key in keys:
-            self.bump(scope, key, at, delta)
+        init, recovery = p.rep_initial, p.rep_recovery_s
+        deltas = {"complaint": -p.rep_complaint_penalty, "engagement": p.rep_engagement_gain,
+                  "bounce": -p.rep_unknown_penalty, "trap_hit": -p.rep_trap_penalty}
+        collect, count_only = self.collect_fired, self.count_only
+        fired, counts = self.fired, self.fired_counts
+        exp, pop = math.exp, heapq.heappop
+        while pending and pending[0][0] <= now:
+            at, _, kind, refs, item = pop(pending)
+            if kind == "trap_hit":
+                self._list_on_traps(item.source_ip if isinstance(item, Consequence)
+                                    else item[0][1], at)
+            delta = deltas[kind]
+            # ``bump`` per scope key, inlined (the same arithmetic, in the same order)
+            for d, key in refs:
+                e = d.get(key)
+                sc = init if e is None else init + (e[0] - init) * exp(-(at - e[1]) / recovery)
+                d[key] = (min(1.0, max(0.0, sc + delta)), at)
+            if collect:
+                if kind in count_only:
+                    counts[kind] = counts.get(kind, 0) + 1
+                elif isinstance(item, Consequence):
+                    fired.append(item)
+                else:
+                    fired.append(_materialise(kind, at, item))  # type: ignore[arg-type]
+
+    def _list_on_traps(self, source_ip: str, at: float) -> None:
+        """A trap hit from ``source_ip`` at ``at``: count it and list the /24 when the
+        provider's threshold is reached (longer when listed repeatedly)."""
+        p = self.params
+        nb = netblock_of(source_ip)
+        self.trap_hits.add(nb, at)
+        if self.trap_hits.count(nb, at) >= p.dnsbl_trap_threshold and not (
+            self.listed_until.get(nb, -math.inf) > at
+        ):
+            recent = [t for t in self.listings.get(nb, []) if t > at - 30 * DAY]
+            recent.append(at)
+            self.listings[nb] = recent
+            long = len(recent) > p.dnsbl_repeat_count
+            self.listed_until[nb] = at + (p.dnsbl_repeat_listing_s if long else p.dnsbl_listing_s)
+
+    def take_counts(self) -> dict[str, int]:
+        """Fired consequences of the ``count_only`` kinds since the last call, per kind."""
+        out, self.fired_counts = self.fired_counts, {}
+        return out
+
+    def scheduled(self) -> list[Consequence]:
+        """Every consequence still pending, in firing order (built on demand)."""
+        return [item if isinstance(item, Consequence) else
+                _materialise(kind, at, item)  # type: ignore[arg-type]
+                for at, _, kind, _, item in sorted(self.pending, key=lambda e: (e[0], e[1]))]
 
     def _penalise_unknown(self, session: Session, now: float) -> None:
         d = -self.params.rep_unknown_penalty
@@ -518,6 +584,15 @@ class ProviderModel:
 _LINES: dict[Reply, str] = {}  # Reply.line() memo (Reply is frozen; few distinct texts)
 
 
+def _line(r: Reply) -> str:
+    line = _LINES.get(r)
+    if line is None:
+        if len(_LINES) >= _CACHE_MAX:
+            _LINES.clear()
+        line = _LINES[r] = r.line()
+    return line
+
+
 class _Table:
     """Distinct replies of one batch: (code, line) -> text id."""
 
@@ -531,11 +606,7 @@ class _Table:
         self.kinds: list[str] = []
 
     def add(self, r: Reply) -> int:
-        line = _LINES.get(r)
-        if line is None:
-            if len(_LINES) >= _CACHE_MAX:
-                _LINES.clear()
-            line = _LINES[r] = r.line()
+        line = _line(r)
         k = self.ids.get((r.code, line))
         if k is None:
             k = self.ids[(r.code, line)] = len(self.lines)
@@ -545,11 +616,134 @@ class _Table:
             self.kinds.append(r.kind)
         return k
 
+    def result(self, tid: list[int], consequences: int = 0) -> BatchReplies:
+        tc = self.codes
+        codes = np.array([tc[t] for t in tid] if len(tc) > 1 else tc * len(tid),
+                         dtype=np.int32)
+        return BatchReplies(codes, np.array(tid, dtype=np.int32), self.lines, self.enhanced,
+                            self.kinds, consequences)
+
+
+# one-message results share read-only arrays (building two arrays per dispatch cost more
+# than the rest of a one-message batch; a caller that writes into them gets an error)
+_ONE_CODE: dict[int, np.ndarray] = {}
+_ZERO_ONE = np.zeros(1, dtype=np.int32)
+_ZERO_ONE.flags.writeable = False
+
+
+def _one_code(code: int) -> np.ndarray:
+    """The shared read-only one-element array of ``code``."""
+    one = _ONE_CODE.get(code)
+    if one is None:
+        one = _ONE_CODE[code] = np.array([code], dtype=np.int32)
+        one.flags.writeable = False
+    return one
+
+
+def _uniform(r: Reply, n: int, consequences: int = 0) -> BatchReplies:
+    """The result of a batch whose ``n`` messages all got ``r``."""
+    return _uniform_line(_line(r), r.code, r.enhanced, r.kind, n, consequences)
+
+
+def _uniform_line(line: str, code: int, enhanced: str, kind: str, n: int,
+                  consequences: int) -> BatchReplies:
+    if n == 1:
+        return BatchReplies(_one_code(code), _ZERO_ONE, [line], [enhanced], [kind],
+                            consequences)
+    return BatchReplies(np.full(n, code, dtype=np.int32), np.zeros(n, dtype=np.int32),
+                        [line], [enhanced], [kind], consequences)
+
+
+# reputation entries to bump: (the scope's dict in ``ProviderModel.rep``, key) per scope key
+_Refs = tuple[tuple[dict[str, tuple[float, float]], str], ...]
+# what every consequence of one (source_ip, facts) shares:
+# (provider, source_ip, mail_from, dkim_domain, message_id)
+_Base = tuple[str, str, str, "str | None", str]
+# a pending complaint or engagement before it is built: (base, recipient, ref, report)
+_Compact = tuple[_Base, str, str, bool]
+
+
+def _materialise(kind: ConsequenceKind, at: float, item: _Compact) -> Consequence:
+    b, recipient, ref, report = item
+    return Consequence(kind=kind, at=at, provider=b[0], recipient=recipient,
+                       message_id=b[4], source_ip=b[1], mail_from=b[2], dkim_domain=b[3],
+                       report=report, ref=ref)
+
+
+class _Ctx:
+    """What a batch derives from (source_ip, facts) alone under one params object: the
+    netblock, scope keys and their state dicts, MAIL/DATA verdicts that depend on the facts
+    only, the consequence rates, the accepted reply and today's young-IP cap."""
+
+    __slots__ = ("acc_code", "acc_enhanced", "acc_kind", "acc_line", "acc_one", "base",
+                 "base_kw",
+                 "bulk_fail", "cap", "cap_day", "facts", "ip_rep", "nb", "org", "rates",
+                 "refs", "scopes", "sender_bad", "sender_domain", "unauth", "windows")
+
+    def __init__(self, m: ProviderModel, source_ip: str, facts: MessageFacts) -> None:
+        p = m.params
+        self.facts = facts
+        self.nb = nb = netblock_of(source_ip)
+        keys = m._scope_keys(source_ip, nb, facts)
+        self.refs = m._rep_refs(keys)
+        # per scope key: reputation dict, key, window events, window length, rate limits
+        # by tier, whether a low score blocks at DATA, scope name
+        self.scopes = tuple(
+            (m.rep[scope], key, m.windows[scope].events, m.windows[scope].window_s,
+             p.rate_limits[scope], scope not in ("ip", "netblock"), scope)
+            for scope, key in keys)
+        self.windows = tuple((m.windows[scope].events, key) for scope, key in keys)
+        self.ip_rep = m.rep["ip"]
+        sender = facts.mail_from
+        self.sender_bad = bool(sender) and not valid_address(sender)
+        self.sender_domain = domain_of(sender)
+        self.unauth: dict[str, str] | None = None
+        if p.auth_require != "none":
+            dkim_ok = facts.dkim_domain is not None
+            passed = (dkim_ok or facts.spf_pass) if p.auth_require == "spf_or_dkim" else (
+                dkim_ok and facts.spf_pass)
+            if not passed:
+                self.unauth = {"ip": source_ip,
+                               "domain": facts.spf_domain or domain_of(sender)}
+        sending = (facts.from_domain or domain_of(sender)).lower()
+        self.org = org_domain(sending)
+        self.bulk_fail = _bulk_failure(p, source_ip, facts, sending)
+        lane = facts.lane if facts.lane in p.complaint_rate else "lifecycle"
+        self.rates = (p.async_bounce_fraction, p.complaint_rate[lane], p.engagement_rate[lane])
+        self.base: _Base = (m.name, source_ip, sender, facts.dkim_domain, facts.message_id)
+        self.base_kw = {"provider": m.name, "source_ip": source_ip, "mail_from": sender,
+                        "dkim_domain": facts.dkim_domain, "message_id": facts.message_id}
+        acc = m._format("accepted", {"ip": source_ip})
+        self.acc_line, self.acc_code = _line(acc), acc.code
+        self.acc_enhanced, self.acc_kind = acc.enhanced, acc.kind
+        self.acc_one = _one_code(acc.code)
+        self.cap_day: int | None = None  # the day index ``cap`` was computed for
+        self.cap: int | None = None
+
+
+def _bulk_failure(p: ModelParams, ip: str, facts: MessageFacts,
+                  sending: str) -> tuple[str, dict[str, str]] | None:
+    """The reply (kind, values) a bulk sender with these facts gets, None when it passes."""
+    spf_domain = facts.spf_domain or domain_of(facts.mail_from)
+    values = {"ip": ip, "domain": sending, "spf_domain": spf_domain,
+              "dkim_domain": facts.dkim_domain or ""}
+    if not facts.spf_pass:
+        return "bulk_spf", values
+    if facts.dkim_domain is None:
+        return "bulk_dkim", values
+    if p.bulk_require == "spf_dkim_dmarc":
+        dmarc = facts.dmarc_record and (
+            aligned(spf_domain, sending) or aligned(facts.dkim_domain, sending))
+        if not dmarc:
+            return "bulk_dmarc", values
+    return None
+
 
 # RCPT verdict codes of a batch
 _R_OK, _R_BAD, _R_UNKNOWN, _R_INACTIVE, _R_FULL, _R_GREY = range(6)
 _RCPT_CODE: dict[MailboxKind | None, int] = {
     None: _R_BAD, "unknown": _R_UNKNOWN, "inactive": _R_INACTIVE, "full": _R_FULL}
+_RCPT_FAILS = frozenset(_RCPT_CODE)
 _UNSEEN = object()
 # named consequence kinds of accepted recipients
 _K_TRAP, _K_BOUNCE, _K_COMPLAIN, _K_ENGAGED = 1, 2, 3, 4
@@ -557,117 +751,151 @@ _NAMED_CODE: dict[MailboxKind | None, int] = {
     "trap": _K_TRAP, "bounce": _K_BOUNCE, "complain": _K_COMPLAIN, "engaged": _K_ENGAGED}
 
 
+def _context(m: ProviderModel, source_ip: str, facts: MessageFacts) -> _Ctx:
+    """The memoised ``_Ctx`` of (source_ip, facts), rebuilt when the params change."""
+    if m.params is not m._ctx_params:
+        m._ctx.clear()
+        m._ctx_params = m.params
+    ck = (source_ip, id(facts))
+    ctx = m._ctx.get(ck)
+    if ctx is None or ctx.facts is not facts:  # the identity check guards a reused id
+        if len(m._ctx) >= _CACHE_MAX:
+            m._ctx.clear()
+        ctx = m._ctx[ck] = _Ctx(m, source_ip, facts)
+    return ctx
+
+
 def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
                    recipients: Sequence[str], refs: Sequence[str], per_connection: int,
                    tls: bool, rng: np.random.Generator) -> BatchReplies:
-    """The body of ``ProviderModel.deliver_batch``. Dispatches are mostly a few messages
+    """The body of ``ProviderModel.deliver_batch``. Dispatches are mostly one message
     (a throttled path hands out a token or two per wake), where a numpy call costs more
     than the Python it replaces: per-message work is plain list code (one pass each),
-    numpy only draws the randomness (the same calls for any size, so draws repeat)."""
-    m._apply_due(now)
+    numpy only draws the randomness (the same calls for any size, so draws repeat), and
+    what depends on (source_ip, facts) alone comes from a memo (``_Ctx``)."""
+    pending = m.pending
+    if pending and pending[0][0] <= now:
+        m._apply_due(now)
     p = m.params
+    ctx = m._ctx.get((source_ip, id(facts)))
+    if ctx is None or ctx.facts is not facts or m._ctx_params is not p:
+        ctx = _context(m, source_ip, facts)
     n = len(recipients)
-    nb = netblock_of(source_ip)
-    table = _Table()
-    tid = [0] * n
+    nb = ctx.nb
     per_connection = max(1, per_connection)
     m._sessions += -(-n // per_connection)
-    m.ip_first_seen.setdefault(source_ip, now)
+    first = m.ip_first_seen.setdefault(source_ip, now)
     stats = m.stats
-
-    def finish(consequences: int = 0) -> BatchReplies:
-        tc = table.codes
-        codes = np.array([tc[t] for t in tid] if len(tc) > 1 else tc * n, dtype=np.int32)
-        return BatchReplies(codes, np.array(tid, dtype=np.int32), table.lines, table.enhanced,
-                            table.kinds, consequences)
-
-    def all_get(r: Reply) -> BatchReplies:
-        t = table.add(r)
-        tid[:] = [t] * n
-        stats[r.kind] = stats.get(r.kind, 0) + n - 1
-        return finish()
-
     if n == 0:
-        return finish()
-    # connect (judged once for the batch: same IP, same instant)
-    if m.in_brownout(now):
-        return all_get(m.reply("brownout", ip=source_ip))
-    if m.listed_until.get(nb, -math.inf) > now:
-        return all_get(m.reply("dnsbl_listed", ip=source_ip, netblock=nb))
-    if m.score("ip", source_ip, now) < p.rep_block_below:
-        return all_get(m.reply("reputation_block", ip=source_ip, netblock=nb))
-    if m.open_connections.get(source_ip, 0) >= p.max_connections_per_ip:
-        return all_get(m.reply("too_many_connections", ip=source_ip,
-                               limit=str(p.max_connections_per_ip)))
-    # MAIL: what is the same for every message
+        return _Table().result([])
+    # connect (judged once for the batch: same IP, same instant), then MAIL: what is the
+    # same for every message
     sender = facts.mail_from
-    if p.tls_required and not tls:
-        return all_get(m.reply("tls_required", ip=source_ip))
-    if sender and not valid_address(sender):
-        return all_get(m.reply("bad_address", recipient=sender))
-    if facts.size > p.max_message_bytes:
-        return all_get(m.reply("too_large", size=str(p.max_message_bytes)))
-    # RCPT: per recipient (rv[i] == _R_OK is a recipient that passed)
-    uf, ff = p.unknown_fraction, p.full_fraction
-    cache = m.kind_cache
-    kinds: list[MailboxKind | None] = []
-    for rcpt in recipients:
-        k = cache.get(rcpt, _UNSEEN)
-        if k is _UNSEEN:
-            k = cache[rcpt] = mailbox_kind(rcpt, uf, ff) if valid_address(rcpt) else None
-        kinds.append(k)  # type: ignore[arg-type]
-    rv_get = _RCPT_CODE.get
-    rv = [rv_get(k, _R_OK) for k in kinds]
-    if p.greylist_enabled:
-        sess = Session(0, source_ip, nb, now, tls=tls, mail_from=sender)
-        for i in range(n):
-            if rv[i] == _R_OK and not m._greylist_pass(sess, recipients[i], now):
-                rv[i] = _R_GREY
-    # reputation cost of unknown recipients (same-sign bumps at one instant add up),
-    # charged before DATA as the per-message path charges each before the next DATA
-    bad_users = rv.count(_R_UNKNOWN) + rv.count(_R_INACTIVE)
+    init, recovery = p.rep_initial, p.rep_recovery_s
+    exp = math.exp
+    e = ctx.ip_rep.get(source_ip)  # ``score("ip", source_ip, now)`` inlined
+    ip_score = init if e is None else init + (e[0] - init) * exp(-(now - e[1]) / recovery)
+    refusal: Reply | None = None
+    if p.brownouts and m.in_brownout(now):
+        refusal = m.reply("brownout", ip=source_ip)
+    elif m.listed_until.get(nb, -math.inf) > now:
+        refusal = m.reply("dnsbl_listed", ip=source_ip, netblock=nb)
+    elif ip_score < p.rep_block_below:
+        refusal = m.reply("reputation_block", ip=source_ip, netblock=nb)
+    elif m.open_connections.get(source_ip, 0) >= p.max_connections_per_ip:
+        refusal = m.reply("too_many_connections", ip=source_ip,
+                          limit=str(p.max_connections_per_ip))
+    elif p.tls_required and not tls:
+        refusal = m.reply("tls_required", ip=source_ip)
+    elif ctx.sender_bad:
+        refusal = m.reply("bad_address", recipient=sender)
+    elif facts.size > p.max_message_bytes:
+        refusal = m.reply("too_large", size=str(p.max_message_bytes))
+    if refusal is not None:
+        stats[refusal.kind] = stats.get(refusal.kind, 0) + n - 1
+        return _uniform(refusal, n)
+    # RCPT: per recipient (rv[i] == _R_OK is a recipient that passed; rv is None when
+    # every recipient passed, the common case)
+    cache_get, mailbox = m.kind_cache.get, m.mailbox
+    # a cached None (not an address) is looked up twice; everything else once
+    if n == 1:
+        r0 = recipients[0]
+        kinds: list[MailboxKind | None] = [cache_get(r0) or mailbox(r0)]
+    else:
+        kinds = [cache_get(r) or mailbox(r) for r in recipients]
+    rv: list[int] | None = None
+    bad_users = 0
+    if p.greylist_enabled or not _RCPT_FAILS.isdisjoint(kinds):
+        rv_get = _RCPT_CODE.get
+        rv = [rv_get(k, _R_OK) for k in kinds]
+        if p.greylist_enabled:
+            sess = Session(0, source_ip, nb, now, tls=tls, mail_from=sender)
+            for i in range(n):
+                if rv[i] == _R_OK and not m._greylist_pass(sess, recipients[i], now):
+                    rv[i] = _R_GREY
+        # reputation cost of unknown recipients (same-sign bumps at one instant add up),
+        # charged before DATA as the per-message path charges each before the next DATA
+        bad_users = rv.count(_R_UNKNOWN) + rv.count(_R_INACTIVE)
     if bad_users:
         delta = -p.rep_unknown_penalty * bad_users
         m.bump("ip", source_ip, now, delta)
         m.bump("netblock", nb, now, delta)
-        if domain_of(sender):
-            m.bump("spf_domain", domain_of(sender), now, delta)
-    # DATA: what is the same for every message that got this far
+        if ctx.sender_domain:
+            m.bump("spf_domain", ctx.sender_domain, now, delta)
+    # DATA, per scope key, in one pass: its score at ``now`` (``ProviderModel.score``
+    # inlined: nothing below moves a score), the first scope whose low score blocks, and
+    # the room left in its rate window (``SlidingCounter.count`` inlined: dropping
+    # expired entries early changes no count)
+    block = p.rep_block_below
+    lo, hi = p.rep_tiers
+    blocked: str | None = None
+    rate_limit = n
+    rate_reply: tuple[str, str, int] | None = None
+    for d, key, events, window_s, limits, judged, scope in ctx.scopes:
+        e = d.get(key)
+        sc = init if e is None else init + (e[0] - init) * exp(-(now - e[1]) / recovery)
+        if judged and sc < block and blocked is None:
+            blocked = key
+        limit = limits[0 if sc < lo else (2 if sc >= hi else 1)]
+        q = events.get(key)
+        if q is None:
+            count = 0
+        else:
+            edge = now - window_s
+            while q and q[0] <= edge:
+                q.popleft()
+            if q:
+                count = len(q)
+            else:
+                del events[key]
+                count = 0
+        room = limit - count if count < limit else 0
+        if room < rate_limit:
+            rate_limit, rate_reply = room, (scope, key, limit)
     static: Reply | None = None
-    if p.auth_require != "none":
-        dkim_ok = facts.dkim_domain is not None
-        passed = (dkim_ok or facts.spf_pass) if p.auth_require == "spf_or_dkim" else (
-            dkim_ok and facts.spf_pass)
-        if not passed:
-            static = m.reply("unauthenticated", ip=source_ip,
-                             domain=facts.spf_domain or domain_of(sender))
-    keys = m._scope_keys(source_ip, nb, facts)
-    # each scope key's score at ``now`` (``ProviderModel.score`` inlined: nothing below
-    # moves a score before the rate windows are judged)
-    rep, init, recovery = m.rep, p.rep_initial, p.rep_recovery_s
-    scores: list[float] = []
-    for scope, key in keys:
-        e = rep[scope].get(key)
-        scores.append(init if e is None else
-                      init + (e[0] - init) * math.exp(-(now - e[1]) / recovery))
-    if static is None:
-        for (scope, key), sc in zip(keys, scores, strict=True):
-            if scope not in ("ip", "netblock") and sc < p.rep_block_below:
-                static = m.reply("reputation_block", ip=source_ip, domain=key)
-                break
-    # daily cap of a young IP (a MAIL-stage refusal once reached)
-    cap = m.daily_cap(source_ip, now)
-    day = int((now - m.ip_first_seen.get(source_ip, now)) // DAY)
+    if ctx.unauth is not None:
+        static = m.reply("unauthenticated", **ctx.unauth)
+    elif blocked is not None:
+        static = m.reply("reputation_block", ip=source_ip, domain=blocked)
+    # daily cap of a young IP (a MAIL-stage refusal once reached); ``first`` is the IP's
+    # first sighting, so its age in days is the day index
+    day = int((now - first) // DAY)
+    if ctx.cap_day != day:
+        ctx.cap_day = day
+        ctx.cap = (None if day >= p.young_days
+                   else int(p.young_day0_cap * p.young_growth**day))
+    cap = ctx.cap
     cap_left = n
     if cap is not None:
-        d, done = m.daily.get(source_ip, (day, 0))
-        cap_left = max(0, cap - (done if d == day else 0))
+        d0, done = m.daily.get(source_ip, (day, 0))
+        cap_left = max(0, cap - (done if d0 == day else 0))
     # candidates reaching DATA, in order
-    cand_idx = [i for i in range(n) if rv[i] == _R_OK]
+    cand_idx: Sequence[int] = range(n) if rv is None else [
+        i for i in range(n) if rv[i] == _R_OK]
     # messages per connection: the model refuses MAIL after its limit in one session
+    over: list[int] = []
     per_limit = p.max_messages_per_connection
     if per_connection > per_limit and static is None and len(cand_idx) > per_limit:
-        over: list[int] = []
         kept: list[int] = []
         chunk, in_chunk = -1, 0
         for i in cand_idx:
@@ -677,37 +905,50 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
             in_chunk += 1
             (over if in_chunk > per_limit else kept).append(i)
         if over:
-            t = table.add(m.reply("too_many_messages", ip=source_ip, limit=str(per_limit)))
-            for i in over:
-                tid[i] = t
+            over_reply = m.reply("too_many_messages", ip=source_ip, limit=str(per_limit))
             stats["too_many_messages"] += len(over) - 1
             cand_idx = kept
     n_cand = len(cand_idx)
     # bulk senders: volume counts every message reaching DATA, in order
     if static is None and p.bulk_threshold and p.bulk_require != "none":
-        static = _bulk_batch(m, source_ip, now, facts, n_cand)
+        static = _bulk_batch(m, now, ctx, n_cand)
     # rate windows: accept while every scope is under its tier's limit
-    rate_limit = n
-    rate_reply: tuple[str, str, int] | None = None
-    if static is None:
-        lo, hi = p.rep_tiers
-        windows, limits = m.windows, p.rate_limits
-        for (scope, key), sc in zip(keys, scores, strict=True):
-            limit = limits[scope][0 if sc < lo else (2 if sc >= hi else 1)]
-            room = max(0, limit - windows[scope].count(key, now))
-            if room < rate_limit:
-                rate_limit, rate_reply = room, (scope, key, limit)
-    else:
+    if static is not None:
         rate_limit = 0
     accepted_n = min(n_cand, rate_limit, cap_left)
+    if accepted_n == n:  # every message accepted: one reply, no table
+        stats["accepted"] = stats.get("accepted", 0) + n
+        for events, key in ctx.windows:
+            q = events.get(key)
+            if q is None:
+                q = events[key] = deque()
+            if n == 1:
+                q.append(now)
+            else:
+                q.extend(repeat(now, n))
+        if cap is not None:
+            d0, done = m.daily.get(source_ip, (day, 0))
+            m.daily[source_ip] = (day, (done if d0 == day else 0) + n)
+        found = _batch_consequences(m, now, ctx, recipients, refs, kinds, cand_idx, rng)
+        if n == 1:
+            return BatchReplies(ctx.acc_one, _ZERO_ONE, [ctx.acc_line], [ctx.acc_enhanced],
+                                [ctx.acc_kind], found)
+        return _uniform_line(ctx.acc_line, ctx.acc_code, ctx.acc_enhanced, ctx.acc_kind, n,
+                             found)
+    table = _Table()
+    tid = [0] * n
+    if over:
+        t = table.add(over_reply)
+        for i in over:
+            tid[i] = t
     acc_idx = cand_idx[:accepted_n]
     rest = cand_idx[accepted_n:]
     capped_from = n  # messages from here on got the daily-cap refusal at MAIL
     if cap is not None and cap_left <= rate_limit and n_cand > cap_left:
         capped_from = acc_idx[-1] + 1 if accepted_n else 0
     # reply ids: rcpt failures, then static/rate refusals, then the cap, then accepts
-    failed = [i for i in range(capped_from) if rv[i] != _R_OK]
-    if failed:
+    failed = [] if rv is None else [i for i in range(capped_from) if rv[i] != _R_OK]
+    if failed and rv is not None:
         for code_v, kind in ((_R_BAD, "bad_address"), (_R_UNKNOWN, "unknown_user"),
                              (_R_INACTIVE, "inactive_user"), (_R_FULL, "mailbox_full"),
                              (_R_GREY, "greylisted")):
@@ -734,105 +975,182 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
         tid[capped_from:] = [table.add(r)] * (n - capped_from)
         stats[r.kind] += n - capped_from - 1
     if not accepted_n:
-        return finish()
+        return table.result(tid)
     t = table.add(m.reply("accepted", ip=source_ip))
     for i in acc_idx:
         tid[i] = t
     stats["accepted"] += accepted_n - 1
-    for scope, key in keys:
-        add_many(m.windows[scope], key, now, accepted_n)
+    _accept(m, now, ctx, source_ip, day, cap, accepted_n)
+    return table.result(tid, _batch_consequences(m, now, ctx, recipients, refs, kinds,
+                                                 acc_idx, rng))
+
+
+def _accept(m: ProviderModel, now: float, ctx: _Ctx, source_ip: str, day: int,
+            cap: int | None, k: int) -> None:
+    """Count ``k`` accepted messages in every scope's window and today's cap."""
+    for events, key in ctx.windows:
+        q = events.get(key)
+        if q is None:
+            q = events[key] = deque()
+        if k == 1:
+            q.append(now)
+        else:
+            q.extend(repeat(now, k))
     if cap is not None:
         d, done = m.daily.get(source_ip, (day, 0))
-        m.daily[source_ip] = (day, (done if d == day else 0) + accepted_n)
-    return finish(_batch_consequences(m, now, source_ip, facts, recipients, refs, kinds,
-                                      acc_idx, keys, rng))
+        m.daily[source_ip] = (day, (done if d == day else 0) + k)
 
 
-def _bulk_batch(m: ProviderModel, ip: str, now: float, facts: MessageFacts,
-                k: int) -> Reply | None:
+def _bulk_batch(m: ProviderModel, now: float, ctx: _Ctx, k: int) -> Reply | None:
     """``_bulk_check`` for the ``k`` candidates in order; refuses them all once the
     sending domain is bulk and fails the stricter rules (the first ones, under the
     threshold, never see it: an approximation that only matters on the crossing batch)."""
     p = m.params
-    sending = (facts.from_domain or domain_of(facts.mail_from)).lower()
-    org = org_domain(sending)
+    org = ctx.org
     if not org or not k:
         return None
-    m.bulk_volume.add(org, now, k)
+    volume = add_count(m.bulk_volume, org, now, k)
     if not (p.bulk_permanent and org in m.bulk_domains):
-        if m.bulk_volume.count(org, now) <= p.bulk_threshold:
+        if volume <= p.bulk_threshold:
             return None
         m.bulk_domains.setdefault(org, now)
-    spf_domain = facts.spf_domain or domain_of(facts.mail_from)
-    values = {"ip": ip, "domain": sending, "spf_domain": spf_domain,
-              "dkim_domain": facts.dkim_domain or ""}
-    if not facts.spf_pass:
-        return m.reply("bulk_spf", **values)
-    if facts.dkim_domain is None:
-        return m.reply("bulk_dkim", **values)
-    if p.bulk_require == "spf_dkim_dmarc":
-        dmarc = facts.dmarc_record and (
-            aligned(spf_domain, sending) or aligned(facts.dkim_domain, sending))
-        if not dmarc:
-            return m.reply("bulk_dmarc", **values)
-    return None
+    if ctx.bulk_fail is None:
+        return None
+    kind, values = ctx.bulk_fail
+    return m.reply(kind, **values)
 
 
-def _batch_consequences(m: ProviderModel, now: float, source_ip: str, facts: MessageFacts,
-                        recipients: Sequence[str], refs: Sequence[str],
-                        kinds: list[MailboxKind | None], acc_idx: list[int],
-                        keys: tuple[tuple[str, str], ...], rng: np.random.Generator) -> int:
+_VECTOR_FROM = 24  # accepted messages from which numpy classifies the consequences
+_NAMED_KINDS = frozenset(_NAMED_CODE)
+
+
+def _classify(u: np.ndarray, kinds: list[MailboxKind | None], abf: float, cr: float,
+              er: float) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The per-message rules of ``_batch_consequences`` on arrays: positions of the traps,
+    bounces, complaints and engagements (the same comparisons, so the same answers)."""
+    bounce = u[:, 0] < abf
+    complain = u[:, 1] < cr
+    engage = u[:, 2] < er
+    if _NAMED_KINDS.isdisjoint(kinds):
+        trap = np.zeros(len(kinds), dtype=bool)
+    else:
+        named = np.array([_NAMED_CODE.get(k, 0) for k in kinds])
+        trap = named == _K_TRAP
+        bounce |= named == _K_BOUNCE
+        complain |= named == _K_COMPLAIN
+        engage |= named == _K_ENGAGED
+    bounce &= ~trap
+    complain &= ~(trap | bounce)
+    engage &= ~(trap | bounce | complain)
+    return (np.flatnonzero(trap).tolist(), np.flatnonzero(bounce).tolist(),
+            np.flatnonzero(complain).tolist(), np.flatnonzero(engage).tolist())
+
+
+def _batch_consequences(m: ProviderModel, now: float, ctx: _Ctx, recipients: Sequence[str],
+                        refs: Sequence[str], kinds: list[MailboxKind | None],
+                        acc_idx: Sequence[int], rng: np.random.Generator) -> int:
     """Draw and schedule the accepted messages' consequences (same rules and rates as
     ``_consequences``): three uniforms and one normal per accepted message from ``rng``
-    (one call each), scheduled traps first, then bounces, complaints, engagements."""
+    (one call each), scheduled traps first, then bounces, complaints, engagements.
+    Complaints and engagements wait in the heap as compact tuples (``_materialise``)."""
     p = m.params
     a = len(acc_idx)
-    lane = facts.lane if facts.lane in p.complaint_rate else "lifecycle"
-    u = rng.random((a, 3)).tolist()
+    u_arr = rng.random((a, 3))
     z = rng.standard_normal(a)
+    # a big batch is classified on the arrays (``_classify``), a small one on lists
+    u: list[list[float]] = u_arr.tolist() if a < _VECTOR_FROM else []
     named_code = _NAMED_CODE
-    abf, cr, er = p.async_bounce_fraction, p.complaint_rate[lane], p.engagement_rate[lane]
-    traps: list[int] = []
-    bounces: list[int] = []
-    compls: list[int] = []
-    engs: list[int] = []
-    for j in range(a):
-        named = named_code.get(kinds[acc_idx[j]], 0)
-        if named == _K_TRAP:
-            traps.append(j)
-            continue
-        u0, u1, u2 = u[j]
-        if named == _K_BOUNCE or u0 < abf:
-            bounces.append(j)
-        elif named == _K_COMPLAIN or u1 < cr:
-            compls.append(j)
+    abf, cr, er = ctx.rates
+    pending = m.pending
+    i = acc_idx[0]
+    named = named_code.get(kinds[i], 0)
+    if a == 1 and not (named in (_K_TRAP, _K_BOUNCE) or u[0][0] < abf):
+        # most dispatches: one message that is no trap and no bounce (those take the
+        # general path below); the same rules without the lists
+        _, u1, u2 = u[0]
+        if named == _K_COMPLAIN or u1 < cr:
+            m._seq += 1
+            at = now + p.complaint_delay_median_s * float(
+                np.exp(p.complaint_delay_sigma * float(z[0])))
+            heapq.heappush(pending, (at, m._seq, "complaint", ctx.refs,
+                                     (ctx.base, recipients[i], refs[i], p.fbl)))
+            if pending[0][0] <= now:
+                m._apply_due(now)
+            return 1
         elif named == _K_ENGAGED or u2 < er:
-            engs.append(j)
+            m._seq += 1
+            at = now + p.engagement_delay_median_s * float(
+                np.exp(p.engagement_delay_sigma * float(z[0])))
+            heapq.heappush(pending, (at, m._seq, "engagement", ctx.refs,
+                                     (ctx.base, recipients[i], refs[i], False)))
+            if pending[0][0] <= now:
+                m._apply_due(now)
+            return 1
+        else:
+            if pending and pending[0][0] <= now:
+                m._apply_due(now)
+            return 0
+    traps: list[int]
+    bounces: list[int]
+    compls: list[int]
+    engs: list[int]
+    if a >= _VECTOR_FROM:
+        traps, bounces, compls, engs = _classify(u_arr, [kinds[i] for i in acc_idx],
+                                                 abf, cr, er)
+    else:
+        traps, bounces, compls, engs = [], [], [], []
+        for j in range(a):
+            named = named_code.get(kinds[acc_idx[j]], 0)
+            if named == _K_TRAP:
+                traps.append(j)
+                continue
+            u0, u1, u2 = u[j]
+            if named == _K_BOUNCE or u0 < abf:
+                bounces.append(j)
+            elif named == _K_COMPLAIN or u1 < cr:
+                compls.append(j)
+            elif named == _K_ENGAGED or u2 < er:
+                engs.append(j)
     if not (traps or bounces or compls or engs):
-        m._apply_due(now)
+        if pending and pending[0][0] <= now:
+            m._apply_due(now)
         return 0
-    base = {"provider": m.name, "source_ip": source_ip, "mail_from": facts.mail_from,
-            "dkim_domain": facts.dkim_domain, "message_id": facts.message_id}
+    push = heapq.heappush
+    bump_refs = ctx.refs
+    base = ctx.base_kw
     for j in traps:
         i = acc_idx[j]
-        m._schedule(Consequence(kind="trap_hit", at=now, recipient=recipients[i],
-                                ref=refs[i], **base), keys)  # type: ignore[arg-type]
+        c = Consequence(kind="trap_hit", at=now, recipient=recipients[i], ref=refs[i],
+                        **base)  # type: ignore[arg-type]
+        m._seq += 1
+        push(pending, (now, m._seq, "trap_hit", bump_refs, c))
     for j in bounces:
         i = acc_idx[j]
         r = m.reply("bounce_unknown", recipient=recipients[i])
-        m._schedule(Consequence(kind="bounce", at=now + p.async_bounce_delay_s, report=True,
-                                status=r.enhanced, text=r.line(), recipient=recipients[i],
-                                ref=refs[i], **base), keys)  # type: ignore[arg-type]
+        c = Consequence(kind="bounce", at=now + p.async_bounce_delay_s, report=True,
+                        status=r.enhanced, text=r.line(), recipient=recipients[i],
+                        ref=refs[i], **base)  # type: ignore[arg-type]
+        m._seq += 1
+        push(pending, (c.at, m._seq, "bounce", bump_refs, c))
+    base_t = ctx.base
     for sel, kind, median, sigma, report in (
             (compls, "complaint", p.complaint_delay_median_s, p.complaint_delay_sigma, p.fbl),
-            (engs, "engagement", p.engagement_delay_median_s, p.engagement_delay_sigma, False)):
+            (engs, "engagement", p.engagement_delay_median_s, p.engagement_delay_sigma,
+             False)):
         if not sel:
             continue
-        # numpy's exp, as before: the delays repeat bit for bit
-        ats = (now + median * np.exp(sigma * z[sel])).tolist()
+        # numpy's exp (math.exp can differ in the last bit): on the selected normals as
+        # one array, or one by one for a few (a single element gets the same bits)
+        if len(sel) > 3:
+            ats: list[float] = (now + median * np.exp(sigma * z[sel])).tolist()
+        else:
+            ats = [now + median * float(np.exp(sigma * float(z[j]))) for j in sel]
+        seq = m._seq
         for j, at in zip(sel, ats, strict=True):
             i = acc_idx[j]
-            m._schedule(Consequence(kind=kind, at=at, recipient=recipients[i],  # type: ignore[arg-type]
-                                    ref=refs[i], report=report, **base), keys)  # type: ignore[arg-type]
-    m._apply_due(now)
+            seq += 1
+            push(pending, (at, seq, kind, bump_refs, (base_t, recipients[i], refs[i], report)))
+        m._seq = seq
+    if pending[0][0] <= now:
+        m._apply_due(now)
     return len(traps) + len(bounces) + len(compls) + len(engs)

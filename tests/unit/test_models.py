@@ -298,3 +298,34 @@ def test_property_reputation_stays_in_unit_interval(kinds) -> None:
         delta = {"complaint": -0.3, "engagement": 0.3, "bounce": -0.1, "trap_hit": -0.5}[kind]
         model.bump("ip", "127.0.0.2", float(i), delta)
         assert 0.0 <= model.score("ip", "127.0.0.2", float(i)) <= 1.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.floats(0, 3 * 86400.0),
+                          st.integers(1, 9), st.booleans()), max_size=80))
+def test_bucket_counter_running_totals_match_its_slots(ops) -> None:
+    """``BucketCounter`` keeps a running total per key; it must equal the sum of the key's
+    live slots after any mix of adds and counts (times only move forward)."""
+    from sim.providers.windows import BucketCounter, add_count
+
+    c, twin = BucketCounter(86400.0, 24), BucketCounter(86400.0, 24)
+    now = 0.0
+    for key, dt, n, add in ops:
+        now += dt / 40
+        if add:
+            c.add(key, now, n)
+            assert add_count(twin, key, now, n) == c.count(key, now)
+        got = c.count(key, now)
+        assert twin.count(key, now) == got
+        slot = int(now // c.width)
+        live = [k for s, k in c.counts.get(key, ()) if s >= slot - c.buckets]
+        assert got == sum(live)
+        assert set(c.totals) == set(c.counts)
+
+
+def test_mailbox_kind_uses_the_same_unit_as_address_unit() -> None:
+    from sim.providers.mailboxes import _unit, address_unit
+
+    for i in range(200):
+        a = f"User{i}@Example.test"
+        assert _unit(a) == address_unit(a) == address_unit(a.lower())
