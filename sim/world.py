@@ -176,6 +176,9 @@ class World:
                                        self.start)
         self.incident_state = IncidentState()
         self.events = Events(enabled=keep_events)
+        if not keep_events:
+            for m in self.models.values():
+                m.count_only = frozenset({"engagement"})
         # per message (index = message id), as typed C arrays: a 10-million-message run
         # keeps ~15 bytes a message here instead of ~100 in Python lists of objects
         self.m_stream = array("h")  # stream index
@@ -314,20 +317,15 @@ class World:
             if m.next_due() is None:
                 continue
             fired = m.due(now)
-            if not quiet:
-                for c in fired:
-                    self._consequence(c, now)
-                continue
-            # without events an engagement is only a count: total them per provider
-            engaged: dict[str, int] = {}
             for c in fired:
-                if c.kind == "engagement":
-                    engaged[c.provider] = engaged.get(c.provider, 0) + 1
-                else:
-                    self._consequence(c, now)
-            for prov, n in engaged.items():
-                self._count(prov, "engagements", n)
-                self.events.n += n
+                self._consequence(c, now)
+            if quiet:
+                # without events an engagement is only a count: the model totals them
+                # (``count_only``) instead of building a Consequence each
+                n = m.take_counts().get("engagement", 0)
+                if n:
+                    self._count(m.name, "engagements", n)
+                    self.events.n += n
         self._check_listings(now)
 
     def _pump(self, now: float) -> None:
