@@ -19,6 +19,7 @@ Must not touch anything under ``engine/`` or ``sim/providers`` beyond their publ
 
 from __future__ import annotations
 
+import gc
 import random
 from array import array
 from collections.abc import Callable
@@ -223,7 +224,18 @@ class World:
         start_incidents(self.env, self.scenario.incidents, self.start, self.models,
                         self.pool_ips, self.incident_state, self._incident_event)
         self.env.process(self._driver())
-        self.env.run(until=self.scenario.duration_s)
+        # the run allocates millions of small containers (heap entries, slots) that live
+        # until they are consumed and never form cycles: the cyclic collector would only
+        # walk them over and over (a few per cent of a long run); it is paused for the run
+        # and the one collection at the end finds whatever cycles there were
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            self.env.run(until=self.scenario.duration_s)
+        finally:
+            if paused:
+                gc.enable()
+                gc.collect()
         return self.frame() if self.events.enabled else pl.DataFrame()
 
     def _driver(self) -> Any:
