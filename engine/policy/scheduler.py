@@ -810,19 +810,8 @@ class Scheduler:
                 for q, over in flat[k]:
                     if q.window is None and (found or not want_token):
                         break
-                    if q.live <= 0:
-                        continue
-                    if over is not None and (not capped or not any(p in capped for p in over)):
-                        continue
-                    if q.window is not None:
-                        is_open = window_open.get(q.index)
-                        if is_open is None:
-                            is_open = window_open[q.index] = in_window(now, q.offset, q.window)
-                            if not is_open:
-                                self._hint = min(self._hint, next_open(now, q.offset, q.window))
-                        if not is_open:
-                            continue
-                    found = True
+                    if self._carries(q, over, capped, window_open, now):
+                        found = True
                 if found and want_token:
                     self._hint = min(self._hint, now + path.bucket.time_until(1, now))
                 continue
@@ -830,22 +819,8 @@ class Scheduler:
             for lane, entries in reach[k]:
                 ok: list[_Queue] = []
                 for q, over in entries:
-                    # may ``path`` carry ``q`` now: the route part is precomputed; a
-                    # capped warming pool's overflow; the send window (judged once per
-                    # queue per ``due`` call; a closed one sets the wake-up hint)
-                    if q.live <= 0:
-                        continue
-                    if over is not None and (not capped or not any(p in capped for p in over)):
-                        continue
-                    if q.window is not None:
-                        is_open = window_open.get(q.index)
-                        if is_open is None:
-                            is_open = window_open[q.index] = in_window(now, q.offset, q.window)
-                            if not is_open:
-                                self._hint = min(self._hint, next_open(now, q.offset, q.window))
-                        if not is_open:
-                            continue
-                    ok.append(q)
+                    if self._carries(q, over, capped, window_open, now):
+                        ok.append(q)
                 if ok:
                     eligible[lane] = ok
             if not eligible:
@@ -882,6 +857,25 @@ class Scheduler:
                         and path.bucket.available(now) < 1
                         and any(q.live > 0 for qs in eligible.values() for q in qs)):
                     self._hint = min(self._hint, now + path.bucket.time_until(1, now))
+
+    def _carries(self, q: _Queue, over: tuple[str, ...] | None, capped: set[str],
+                 window_open: dict[int, bool], now: float) -> bool:
+        """May a path that reaches ``q`` (``over``: as the overflow of those warming pools,
+        None: on its route) carry it now: mail waiting, the overflow's pools capped, the
+        send window open (judged once per queue per ``due`` call in ``window_open``; a
+        closed one sets the wake-up hint to its opening)."""
+        if q.live <= 0:
+            return False
+        if over is not None and (not capped or not any(p in capped for p in over)):
+            return False
+        if q.window is None:
+            return True
+        is_open = window_open.get(q.index)
+        if is_open is None:
+            is_open = window_open[q.index] = in_window(now, q.offset, q.window)
+            if not is_open:
+                self._hint = min(self._hint, next_open(now, q.offset, q.window))
+        return is_open
 
     def _reachable(self, path: _Path, lanes: dict[Lane, list[_Queue]]
                    ) -> list[tuple[Lane, list[tuple[_Queue, tuple[str, ...] | None]]]]:
