@@ -516,6 +516,7 @@ class Scheduler:
         if hi > self._max_id:
             self._max_id = hi
         state = self._state
+        slot_arr = array("I", slots)  # extended into two arrays below: converted once
         if not_before is not None and not_before > now:
             for slot in slots:
                 state[slot] = _DEFERRED
@@ -523,7 +524,7 @@ class Scheduler:
         else:
             for slot in slots:
                 state[slot] = _QUEUED
-            queue.fifo.extend(slots)
+            queue.fifo.extend(slot_arr)
             queue.live += n
             self._backlog[queue.provider] += n
         k = int(deadline // _WHEEL_S)
@@ -531,7 +532,7 @@ class Scheduler:
         if bucket is None:
             bucket = self._wheel[k] = array("I")
             heapq.heappush(self._wheel_keys, k)
-        bucket.extend(slots)
+        bucket.extend(slot_arr)
         return n
 
     def _alloc_many(self, id_list: array[int], key: int, deadline: float) -> list[int]:
@@ -552,10 +553,11 @@ class Scheduler:
         if fresh:
             base = len(self._ids)
             self._ids.extend(id_list[reuse:])
-            self._key.extend([key] * fresh)
-            self._exp.extend([deadline] * fresh)
-            self._att.extend([0] * fresh)
-            self._last.extend([0.0] * fresh)
+            # array repeats: one copy each (extending an array by a list adds item by item)
+            self._key.extend(array("I", [key]) * fresh)
+            self._exp.extend(array("d", [deadline]) * fresh)
+            self._att.extend(array("H", [0]) * fresh)
+            self._last.extend(array("f", [0.0]) * fresh)
             self._state.extend(bytes(fresh))
             slots.extend(range(base, base + fresh))
         self._slot_of.update(zip(id_list, slots, strict=True))
