@@ -918,17 +918,7 @@ def _deliver_batch(m: ProviderModel, now: float, source_ip: str, facts: MessageF
     accepted_n = min(n_cand, rate_limit, cap_left)
     if accepted_n == n:  # every message accepted: one reply, no table
         stats["accepted"] = stats.get("accepted", 0) + n
-        for events, key in ctx.windows:
-            q = events.get(key)
-            if q is None:
-                q = events[key] = deque()
-            if n == 1:
-                q.append(now)
-            else:
-                q.extend(repeat(now, n))
-        if cap is not None:
-            d0, done = m.daily.get(source_ip, (day, 0))
-            m.daily[source_ip] = (day, (done if d0 == day else 0) + n)
+        _accept(m, now, ctx, source_ip, day, cap, n)
         found = _batch_consequences(m, now, ctx, recipients, refs, kinds, cand_idx, rng)
         if n == 1:
             return BatchReplies(ctx.acc_one, _ZERO_ONE, [ctx.acc_line], [ctx.acc_enhanced],
