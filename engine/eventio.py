@@ -111,4 +111,4 @@ def write_events(
 
 def read_events(path: str | os.PathLike[str]) -> pl.DataFrame:
     """Read one Parquet file (or a glob) of events, conformed to the canonical schema."""
-    return conform(pl.read_parquet(path))
+    return conform(pl.read_parquet(os.fspath(path)))

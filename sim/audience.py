@@ -10,6 +10,7 @@ domains sit behind the generic model and accept anything. Must not touch the mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,21 +36,27 @@ class AudienceTable:
     # int16 UTC offset in minutes per recipient, or None when the list's time zones are
     # unknown (send windows then never hold its mail back)
     utc_offset: np.ndarray | None = None
+    # recorded addresses, one per recipient, answered verbatim (a replay's audience)
+    addresses: tuple[str, ...] | None = None
     # scalar views of kind, provider and dies_at for ``address`` (made on first use)
-    _views: tuple[memoryview, memoryview, memoryview] | None = None
+    _views: tuple[object, object, object, memoryview, memoryview, memoryview] | None = None
 
     def __len__(self) -> int:
         return int(self.provider.shape[0])
 
     def address(self, i: int, now: float) -> str:
         """Recipient ``i`` at ``now`` (a decayed mailbox now answers 5.1.1)."""
+        if self.addresses is not None:
+            return self.addresses[i]
         views = self._views
-        if views is None or views[0].obj is not self.kind or views[1].obj is not self.provider \
-                or views[2].obj is not self.dies_at:
+        if views is None or views[0] is not self.kind or views[1] is not self.provider \
+                or views[2] is not self.dies_at:
             # memoryviews index to plain ints / floats (numpy scalars cost ~4x more)
-            views = self._views = (memoryview(self.kind), memoryview(self.provider),
-                                   memoryview(self.dies_at))
-        kind_v, prov_v, dies_v = views
+            views = self._views = (self.kind, self.provider, self.dies_at,
+                                   memoryview(self.kind.data), memoryview(self.provider.data),
+                                   memoryview(self.dies_at.data))
+        kind_v, prov_v = views[3], views[4]
+        dies_v: Any = views[5]  # float64 items (a memoryview's items are typed int)
         k = kind_v[i]
         dom = self.domains[prov_v[i]]
         if k == CATCH_ALL:

@@ -543,21 +543,16 @@ Tap = tuple[str, str, float, str, int, int]  # (stage, provider, model time, sou
 
 def tap_model(model: Any, name: str, out: list[Tap]) -> None:
     """Record every connect and end-of-DATA ``model`` answers into ``out`` (the same facts in
-    both runs: the sandbox's models and the sim's). Wraps the two bound methods on this
-    instance only; the answers are unchanged."""
-    connect, data = model.connect, model.data
+    both runs: the sandbox's models and the sim's), through the model's ``tap`` hook (a
+    compiled model's methods cannot be wrapped); the answers are unchanged."""
+    before = model.tap
 
-    def tapped_connect(now: float, source_ip: str, **kw: Any) -> Any:
-        session, reply = connect(now, source_ip, **kw)
-        out.append(("connect", name, now, source_ip, session.id, reply.code))
-        return session, reply
+    def tap(stage: str, now: float, source_ip: str, session: int, code: int) -> None:
+        if before is not None:
+            before(stage, now, source_ip, session, code)
+        out.append((stage, name, now, source_ip, session, code))
 
-    def tapped_data(session: Any, now: float, facts: Any) -> Any:
-        outcome = data(session, now, facts)
-        out.append(("data", name, now, session.source_ip, session.id, outcome.reply.code))
-        return outcome
-
-    model.connect, model.data = tapped_connect, tapped_data
+    model.tap = tap
 
 
 # -- (a) SimPy driver -------------------------------------------------------------------------

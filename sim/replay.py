@@ -8,8 +8,8 @@ arrivals; write ``events.parquet`` + ``summary.json`` like ``sim run``).
 
 How: the world is built on a scenario made from the recording (one zero-rate stream per
 tenant x sending domain x lane x campaign, an audience of one entry per recorded message),
-then its traffic generator is swapped for ``RecordedTraffic`` and its audience for
-``ReplayAudience`` (which answers the recorded recipient addresses, so the models decide
+then its traffic generator is swapped for ``RecordedTraffic`` and its audience for one
+that answers the recorded recipient addresses (``AudienceTable.addresses``, so the models decide
 bounces and complaints as they did). Arrivals enter at the start of their ``step_s`` slice,
 as in every simulated run. Without an explicit lab, a recording of one simulated scenario
 (its rows name it) replays on that scenario's lab, so pools and routes are the recorded ones;
@@ -83,15 +83,6 @@ def recorded_lab(frame: pl.DataFrame) -> Path | None:
         return None
 
 
-class ReplayAudience(AudienceTable):
-    """The recorded recipients, one per message, answered verbatim."""
-
-    addresses: tuple[str, ...] = ()
-
-    def address(self, i: int, now: float) -> str:
-        return self.addresses[i]
-
-
 @dataclass(slots=True)
 class RecordedTraffic:
     """Stands in for ``sim.traffic.Traffic``: the recorded arrivals, slice by slice."""
@@ -109,16 +100,15 @@ class RecordedTraffic:
 
 
 def _audience(arr: pl.DataFrame, providers: tuple[str, ...], domains: dict[str, str]
-              ) -> ReplayAudience:
+              ) -> AudienceTable:
+    """The recorded recipients, one per message, answered verbatim."""
     index = {p: k for k, p in enumerate(providers)}
     prov = np.array([index[p] for p in arr["provider"]], dtype=np.int16)
     addrs = tuple(r if r else f"u{i}@{domains[p]}"
                   for i, (r, p) in enumerate(zip(arr["recipient"], arr["provider"], strict=True)))
-    aud = ReplayAudience(providers=providers, domains=tuple(domains[p] for p in providers),
+    return AudienceTable(providers=providers, domains=tuple(domains[p] for p in providers),
                          provider=prov, kind=np.zeros(arr.height, dtype=np.int8),
-                         dies_at=np.full(arr.height, np.inf))
-    aud.addresses = addrs
-    return aud
+                         dies_at=np.full(arr.height, np.inf), addresses=addrs)
 
 
 def replay(frame: pl.DataFrame, policy: Path, out: Path | None = None, *, seed: int = 1,
@@ -174,7 +164,7 @@ def replay(frame: pl.DataFrame, policy: Path, out: Path | None = None, *, seed: 
     for p in providers:
         load_params(p)  # a bad model file fails here with its ConfigError
     world.audience = _audience(arr, providers, domains)
-    world.traffic = RecordedTraffic(rel=rel, stream=stream)  # type: ignore[assignment]
+    world.traffic = RecordedTraffic(rel=rel, stream=stream)
     events = world.run()
     summary = summarise(world)
     summary["replay"] = {"source": source, "policy": str(policy), "arrivals": arr.height,

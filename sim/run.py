@@ -49,7 +49,7 @@ def summarise(world: World) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     tot: dict[str, int] = {}
     for prov in sorted(world.counts):
-        c = dict(sorted(world.counts[prov].items()))
+        c: dict[str, Any] = dict(sorted(world.counts[prov].items()))
         delivered = c.get("delivered", 0)
         c["complaint_rate"] = round(c.get("complaints", 0) / delivered, 6) if delivered else 0.0
         per[prov] = c

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -34,6 +35,12 @@ class Batch:
     stream: int
     at: float
     recipients: np.ndarray
+
+
+class Arrivals(Protocol):
+    """What the world reads arrivals from: ``Traffic``, or a replay's recorded arrivals."""
+
+    def slice(self, t0: float, t1: float) -> list[Batch]: ...
 
 
 class Traffic:

@@ -58,7 +58,7 @@ from sim.incidents import IncidentState, install_brownouts, start_incidents
 from sim.providers import MessageFacts, ProviderModel, load_params, netblock_of
 from sim.providers.facts import Consequence
 from sim.scenario import Incident, Scenario
-from sim.traffic import Traffic
+from sim.traffic import Arrivals, Traffic
 
 DAY = 86400.0
 MIN_GAP_S = 1.0  # the driver never wakes more often than once a simulated second
@@ -171,7 +171,7 @@ class World:
             if s.tenant not in self.lab.tenants:
                 raise ConfigError(scenario.file, "traffic.tenant",
                                   f"{s.tenant!r} is not a tenant of {self.lab.file}")
-        self.traffic = Traffic(scenario.streams, len(self.audience), self.rng_traffic,
+        self.traffic: Arrivals = Traffic(scenario.streams, len(self.audience), self.rng_traffic,
                                self.start)
         self.feedback = FeedbackRouter({n: m.params.fbl for n, m in self.models.items()},
                                        self.start)
@@ -389,13 +389,13 @@ class World:
             now, d.source_ip, facts, rcpts, [str(i) for i in ids],
             per_connection=max(1, d.messages_per_connection), rng=self.model_rngs[provider])
         lines = br.lines
-        codes_l: list[int] = br.codes.tolist()  # type: ignore[attr-defined]
+        codes_l: list[int] = br.codes.tolist()
         if len(lines) == 1:
             texts = [lines[0]] * len(ids)
             if int(lines[0][:3]) >= 400:
                 self._tally_code(provider, lines[0], br.enhanced[0], len(ids))
         else:
-            tid_l: list[int] = br.text_ids.tolist()  # type: ignore[attr-defined]
+            tid_l: list[int] = br.text_ids.tolist()
             texts = [lines[t] for t in tid_l]
             per_text: dict[int, int] = {}
             for t in tid_l:

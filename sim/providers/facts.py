@@ -10,7 +10,7 @@ one SMTP connection. No IO, no clock, no randomness here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Stage = Literal["connect", "helo", "mail", "rcpt", "data"]
 ConsequenceKind = Literal["complaint", "bounce", "engagement", "trap_hit"]
@@ -128,8 +128,8 @@ class BatchReplies:
     The arrays of a one-message result are shared and read-only: copy before writing.
     """
 
-    codes: object  # numpy int32 array
-    text_ids: object  # numpy int32 array
+    codes: Any  # numpy int32 array
+    text_ids: Any  # numpy int32 array
     lines: list[str]
     enhanced: list[str]
     kinds: list[str]
@@ -137,4 +137,4 @@ class BatchReplies:
 
     def line(self, i: int) -> str:
         """The reply line of message ``i``."""
-        return self.lines[int(self.text_ids[i])]  # type: ignore[index]
+        return self.lines[int(self.text_ids[i])]

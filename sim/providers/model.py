@@ -42,7 +42,7 @@ import heapq
 import ipaddress
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from itertools import repeat
 from statistics import NormalDist
@@ -137,6 +137,9 @@ class ProviderModel:
         self.stats: dict[str, int] = {}
         self._seq = 0
         self._sessions = 0
+        # called with (stage, now, source IP, session id, code) for every connect and end of
+        # DATA the stage methods answer (a recorder: ``sim.parity.tap_model``); None: nothing
+        self.tap: Callable[[str, float, str, int, int], None] | None = None
         # mailbox kind (None: not a valid address) per recipient seen by ``deliver_batch``:
         # a pure function of the address and this model's fractions, so memoised
         self.kind_cache: dict[str, MailboxKind | None] = {}
@@ -237,6 +240,12 @@ class ProviderModel:
     # ----------------------------------------------------------------- stages
     def connect(self, now: float, source_ip: str, *, tls: bool = False) -> tuple[Session, Reply]:
         """A client connects from ``source_ip``: the session and the greeting or refusal."""
+        session, reply = self._connect(now, source_ip, tls)
+        if self.tap is not None:
+            self.tap("connect", now, source_ip, session.id, reply.code)
+        return session, reply
+
+    def _connect(self, now: float, source_ip: str, tls: bool) -> tuple[Session, Reply]:
         self._apply_due(now)
         self._sessions += 1
         nb = netblock_of(source_ip)
@@ -325,6 +334,12 @@ class ProviderModel:
 
     def data(self, session: Session, now: float, facts: MessageFacts) -> Outcome:
         """End of DATA: authentication, reputation, rate windows; schedules consequences."""
+        outcome = self._data(session, now, facts)
+        if self.tap is not None:
+            self.tap("data", now, session.source_ip, session.id, outcome.reply.code)
+        return outcome
+
+    def _data(self, session: Session, now: float, facts: MessageFacts) -> Outcome:
         self._apply_due(now)
         p = self.params
         ip, nb = session.source_ip, session.netblock
