@@ -1,8 +1,10 @@
-"""The policy core compiled to C with mypyc: optional, checked against its sources, never stale.
+"""The policy core (and the simulation's hot path) compiled to C with mypyc: optional,
+checked against its sources, never stale.
 
-Owns ``build`` (compile the pure policy modules listed in ``MODULES`` with mypyc into
+Owns ``build`` (compile the modules listed in ``MODULES`` with mypyc into
 ``build/native/``, outside the source tree, with a manifest of each source's SHA-256) and
-``install`` (called once from ``engine/__init__.py``: if a manifest exists, was built for this
+``install`` (called once from ``engine/__init__.py``, which ``sim/__init__.py`` imports
+first, so no listed module can load before the finder is in place: if a manifest exists, was built for this
 interpreter and EVERY listed source still has the digest it was compiled from, a finder at
 the front of ``sys.meta_path`` loads those modules from the compiled files; otherwise
 nothing happens and the ``.py`` files run as usual). The compiled code is the same source
@@ -34,7 +36,8 @@ from types import ModuleType
 from typing import Any
 
 # the policy modules that run per decision; types/params/classify stay interpreted (data
-# definitions, and the classifier's work is in its C regex and Aho-Corasick engines)
+# definitions, and the classifier's work is in its C regex and Aho-Corasick engines); then
+# the simulation's per-dispatch path: the world's glue, the audience, the provider model
 MODULES = (
     "engine.policy.automation",
     "engine.policy.breaker",
@@ -44,7 +47,14 @@ MODULES = (
     "engine.policy.scheduler",
     "engine.policy.warmup",
     "engine.policy.windows",
+    "sim.audience",
+    "sim.providers.facts",
+    "sim.providers.mailboxes",
+    "sim.providers.model",
+    "sim.providers.windows",
+    "sim.world",
 )
+PACKAGES = ("engine", "sim")  # the trees a build copies (every MODULES entry is in one)
 ROOT = Path(__file__).resolve().parent.parent
 # where the build lives (``INBOXLAB_NATIVE_DIR`` moves it: a test builds into a temporary one)
 OUT = Path(os.environ.get("INBOXLAB_NATIVE_DIR") or ROOT / "build" / "native")
@@ -132,8 +142,9 @@ def build(out: Path = OUT) -> dict[str, Any]:
         work = Path(tmp) / "src"
         # a copy of the sources only: mypyc writes next to what it compiles, and the
         # project's own pyproject would be read as the build's setup configuration
-        shutil.copytree(ROOT / "engine", work / "engine",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyc"))
+        for package in PACKAGES:
+            shutil.copytree(ROOT / package, work / package,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyc"))
         for module, digest in digests.items():  # compile exactly what was hashed
             if _digest(work / (module.replace(".", "/") + ".py")) != digest:
                 raise StateError(f"{module} changed during the build; run it again")

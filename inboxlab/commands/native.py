@@ -1,6 +1,7 @@
-"""``inboxlab native``: build and inspect the compiled policy core (``engine.native``).
+"""``inboxlab native``: build and inspect the compiled core (``engine.native``).
 
-``native build`` compiles the pure policy modules with mypyc into ``build/native/``;
+``native build`` compiles the policy core and the simulation's per-dispatch modules with
+mypyc into ``build/native/``;
 ``native status`` says whether this process runs them compiled, and why not. Errors go to
 the CLI edge as ``StateError`` (one line).
 """
@@ -13,13 +14,15 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    native_app = typer.Typer(help="The policy core compiled with mypyc (same source, faster).",
+    native_app = typer.Typer(help="The policy core and the simulation's hot path compiled with "
+                                  "mypyc (same source, faster).",
                              no_args_is_help=True)
     app.add_typer(native_app, name="native")
 
     @native_app.command("build")
     def build() -> None:
-        """Compile engine/policy's hot modules into build/native (needs the dev extra)."""
+        """Compile the policy core and the simulation's hot modules into build/native
+        (needs the dev extra and a C compiler)."""
         import time
 
         from engine import native
@@ -35,13 +38,15 @@ def register(app: typer.Typer) -> None:
     def status(
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """Whether this process runs the compiled policy core, and why not."""
+        """Whether this process runs the compiled core, and why not."""
         import json
 
         from engine import native
         from engine.policy import scheduler
+        from sim import world
 
-        compiled = not str(getattr(scheduler, "__file__", "")).endswith(".py")
+        compiled = all(not str(getattr(m, "__file__", "")).endswith(".py")
+                       for m in (scheduler, world))
         if as_json:
             typer.echo(json.dumps({"status": native.STATUS, "compiled": compiled,
                                    "modules": list(native.MODULES)}))

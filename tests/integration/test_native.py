@@ -1,4 +1,4 @@
-"""The compiled policy core decides exactly like the interpreted one.
+"""The compiled core (policy and simulation) decides exactly like the interpreted one.
 
 Builds the core from the current sources into a temporary directory with mypyc (as
 ``inboxlab native build`` does), runs one seeded scenario through the CLI in a process that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sysconfig
 from pathlib import Path
@@ -71,6 +72,16 @@ def test_loaded_scheduler_agrees_with_the_status() -> None:
     """This process imported the compiled scheduler exactly when install() said native."""
     compiled = scheduler.__file__.endswith(sysconfig.get_config_var("EXT_SUFFIX"))
     assert compiled == (native.STATUS == "native"), native.STATUS
+
+
+def test_every_listed_module_loads_the_same_way() -> None:
+    """All or nothing: every module of the build (the policy core and the simulation's)
+    is compiled, or none is -- a compiled module never runs beside an interpreted
+    neighbour of its build."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    kinds = {name: importlib.import_module(name).__file__.endswith(suffix)  # type: ignore[union-attr]
+             for name in native.MODULES}
+    assert set(kinds.values()) == {native.STATUS == "native"}, kinds
 
 
 def test_unreadable_manifest_is_a_status_not_a_crash(tmp_path: Path) -> None:
