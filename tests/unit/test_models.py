@@ -329,3 +329,24 @@ def test_mailbox_kind_uses_the_same_unit_as_address_unit() -> None:
     for i in range(200):
         a = f"User{i}@Example.test"
         assert _unit(a) == address_unit(a) == address_unit(a.lower())
+
+
+def test_tap_hears_every_connect_and_data_answer_without_changing_them() -> None:
+    """The recorder hook (``ProviderModel.tap``, used by ``sim.parity.tap_model``) sees each
+    connect and end-of-DATA answer with its session, and the answers stay the ones an
+    untapped model gives."""
+    heard: list[tuple[str, float, str, int, int]] = []
+    tapped, plain = gmail(), gmail()
+    tapped.tap = lambda *args: heard.append(args)
+    limit = tapped.params.rate_limits["ip"][1]
+    got = [send(tapped, 1000 + i * 0.01, "127.0.0.2", signed(i, domain=f"d{i}.example"))
+           for i in range(limit + 2)]
+    want = [send(plain, 1000 + i * 0.01, "127.0.0.2", signed(i, domain=f"d{i}.example"))
+            for i in range(limit + 2)]
+    assert [(r.code, r.text) for r in got] == [(r.code, r.text) for r in want]
+    stages = [h[0] for h in heard]
+    assert stages == ["connect", "data"] * (limit + 2)
+    data = [h for h in heard if h[0] == "data"]
+    assert [h[4] for h in data] == [r.code for r in got]  # the 421s included
+    assert [h[3] for h in data] == list(range(1, limit + 3))  # one session each
+    assert all(h[2] == "127.0.0.2" for h in heard)
