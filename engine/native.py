@@ -3,14 +3,15 @@ checked against its sources, never stale.
 
 Owns ``build`` (compile the modules listed in ``MODULES`` with mypyc into
 ``build/native/``, outside the source tree, with a manifest of each source's SHA-256) and
-``install`` (called once from ``engine/__init__.py``, which ``sim/__init__.py`` imports
-first, so no listed module can load before the finder is in place: if a manifest exists, was built for this
-interpreter and EVERY listed source still has the digest it was compiled from, a finder at
-the front of ``sys.meta_path`` loads those modules from the compiled files; otherwise
-nothing happens and the ``.py`` files run as usual). The compiled code is the same source
-(mypy-strict, see ``[tool.mypy]``): a simulation and the live engine still run one policy
-core, only faster. All or nothing: the modules call each other natively, so one edited
-source turns the whole set off until ``inboxlab native build`` runs again.
+``install``, called once from ``engine/__init__.py`` (which ``sim/__init__.py`` imports
+first, so no listed module loads before the finder is in place). If a manifest exists, was
+built for this interpreter and EVERY listed source still has the digest it was compiled
+from, a finder at the front of ``sys.meta_path`` loads those modules from the compiled
+files; otherwise nothing happens and the ``.py`` files run as usual. The compiled code is
+the same source (the policy modules mypy-strict, see ``[tool.mypy]``; the simulation's
+type-checked by the build): a simulation and the live engine still run one policy core,
+only faster. All or nothing: the modules call each other natively, so one edited source
+turns the whole set off until ``inboxlab native build`` runs again.
 ``INBOXLAB_NATIVE=0`` forces the interpreted code (a test runs a scenario both ways and
 compares the event files byte for byte); ``INBOXLAB_NATIVE_DIR`` reads the build from
 another directory.
