@@ -115,7 +115,9 @@ def _base(headers: list[tuple[str, str, bool]], lines: list[str], lf: bool) -> b
 @given(st.lists(st.tuples(_head_name, _value), max_size=5),
        st.lists(st.tuples(_name, _value, st.booleans()), max_size=5),
        st.lists(_line, max_size=8), st.booleans(), st.sampled_from([RSA, ED]),
-       st.none() | st.integers(0, 2**31))
+       # signing times up to late 2023: dkimpy refuses a t= more than 10 h in the future,
+       # so a range reaching past today fails verification by design, not by a fault
+       st.none() | st.integers(0, 1_700_000_000))
 def test_sign_parts_is_sign_of_the_whole(head: list[tuple[str, str]],
                                          headers: list[tuple[str, str, bool]],
                                          lines: list[str], lf: bool, signer: object,
