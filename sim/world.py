@@ -24,7 +24,7 @@ import random
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import polars as pl
@@ -50,6 +50,7 @@ from engine.policy import (
 from engine.policy.classify import Classifier
 from engine.policy.params import PolicyParams
 from engine.policy.scheduler import BatchRecord, ExpireBatch, tick_batched
+from engine.policy.types import Verdict
 from engine.profiles import load_profiles
 from sim.audience import AudienceTable, build
 from sim.blocklist import Blocklist
@@ -57,6 +58,7 @@ from sim.feedback import FeedbackRouter
 from sim.incidents import IncidentState, install_brownouts, start_incidents
 from sim.providers import MessageFacts, ProviderModel, load_params, netblock_of
 from sim.providers.facts import Consequence
+from sim.providers.mailboxes import MailboxKind
 from sim.scenario import Incident, Scenario
 from sim.traffic import Arrivals, Traffic
 
@@ -71,6 +73,9 @@ _EV_COLS = ("ts", "event", "message_id", "recipient", "provider", "pool", "sourc
             "enhanced_code", "response", "category", "action", "rule", "state", "reason",
             "enqueued_ts", "detail")
 _STR_COLS = tuple(c for c in _EV_COLS if c not in ("ts", "enqueued_ts", "attempt", "smtp_code"))
+# mailbox kinds (``ProviderModel.mailbox``) as small codes: code k + 1 is _KINDS[k]
+_KINDS: tuple[MailboxKind | None, ...] = (*get_args(MailboxKind), None)
+_KIND_CODE: dict[MailboxKind | None, int] = {k: i + 1 for i, k in enumerate(_KINDS)}
 
 
 @dataclass(slots=True)
@@ -142,8 +147,11 @@ class World:
         self.start = scenario.start
         profiles = self.params.providers
         self.classifier = Classifier(profiles)
+        # a reply's verdict depends only on (provider, code, text) and the profiles: the
+        # models answer with few distinct texts, so each is classified once
+        self._verdicts: dict[tuple[str, int | None, str], Verdict] = {}
         self.scheduler = Scheduler(self.params, random.Random(sched_seed),
-                                   classify=self.classifier.classify)
+                                   classify=self._classify)
         names = list(dict.fromkeys([*scenario.audience.mix, "generic"]))
         self.models: dict[str, ProviderModel] = {}
         self.model_rngs: dict[str, np.random.Generator] = {}
@@ -171,6 +179,11 @@ class World:
             if s.tenant not in self.lab.tenants:
                 raise ConfigError(scenario.file, "traffic.tenant",
                                   f"{s.tenant!r} is not a tenant of {self.lab.file}")
+        # per recipient and address variant (live, decayed), the mailbox kind its model
+        # gives the address, as a code (0: not asked yet): a pure function of the address,
+        # memoised by number instead of by address (``ProviderModel.kind_cache``)
+        self._kind_codes = bytearray(2 * len(self.audience))
+        self._dies: Any = memoryview(np.ascontiguousarray(self.audience.dies_at).data)
         self.traffic: Arrivals = Traffic(scenario.streams, len(self.audience), self.rng_traffic,
                                self.start)
         self.feedback = FeedbackRouter({n: m.params.fbl for n, m in self.models.items()},
@@ -202,6 +215,17 @@ class World:
         self._fed = False
         self._facts: dict[tuple[str, str | None, str], MessageFacts] = {}
         self._warm_pool: dict[str, bool] = {}  # pool -> on a warmup plan
+
+    def _classify(self, provider: str, code: int | None, text: str) -> Verdict:
+        """``Classifier.classify``, memoised (the classifier is a pure function of its
+        arguments; Verdicts are frozen, so sharing one is safe)."""
+        key = (provider, code, text)
+        v = self._verdicts.get(key)
+        if v is None:
+            if len(self._verdicts) >= 65536:
+                self._verdicts.clear()
+            v = self._verdicts[key] = self.classifier.classify(provider, code, text)
+        return v
 
     # -- setup ---------------------------------------------------------------------------
     def _age_ips(self) -> None:
@@ -369,9 +393,8 @@ class World:
                                      source_ip=d.source_ip, provider=provider, now=now)
             self._booked(d, rec, now, {}, None)
             return
-        address = self.audience.address
-        m_rcpt = self.m_rcpt
-        rcpts = [address(m_rcpt[mid], now) for mid in ids]
+        model = self.models[provider]
+        rcpts, kinds = self._recipients(ids, now, model)
         events = self.events.enabled
         if events:
             self.m_addr.update(zip(ids, rcpts, strict=True))
@@ -385,9 +408,10 @@ class World:
                 mail_from=f"bounce@{dom.return_path or dom_name}", recipients=(),
                 dkim_domain=dkim, spf_domain=dom.return_path, spf_pass=True,
                 from_domain=dom_name, lane=d.lane)
-        br = self.models[provider].deliver_batch(
+        br = model.deliver_batch(
             now, d.source_ip, facts, rcpts, [str(i) for i in ids],
-            per_connection=max(1, d.messages_per_connection), rng=self.model_rngs[provider])
+            per_connection=max(1, d.messages_per_connection), rng=self.model_rngs[provider],
+            kinds=kinds)
         lines = br.lines
         codes_l: list[int] = br.codes.tolist()
         if len(lines) == 1:
@@ -408,6 +432,32 @@ class World:
         pos = dict(zip(ids, range(len(ids)), strict=True)) \
             if events or rec.decisions else {}
         self._booked(d, rec, now, pos, (codes_l, texts))
+
+    def _recipients(self, ids: list[int], now: float, model: ProviderModel
+                    ) -> tuple[list[str], list[MailboxKind | None]]:
+        """The addresses of messages ``ids`` at ``now`` and their mailbox kinds at
+        ``model`` (every message of a dispatch goes to one provider's model)."""
+        address = self.audience.address
+        m_rcpt = self.m_rcpt
+        dies = self._dies
+        codes = self._kind_codes
+        rcpts: list[str] = []
+        kinds: list[MailboxKind | None] = []
+        for mid in ids:
+            r = m_rcpt[mid]
+            a = address(r, now)
+            # a recipient has two addresses at most: live, and decayed once ``dies_at``
+            # has passed (``AudienceTable.address``)
+            slot = 2 * r + 1 if dies[r] <= now else 2 * r
+            c = codes[slot]
+            if c:
+                kinds.append(_KINDS[c - 1])
+            else:
+                k = model.mailbox(a)
+                codes[slot] = _KIND_CODE[k]
+                kinds.append(k)
+            rcpts.append(a)
+        return rcpts, kinds
 
     def _tally_code(self, provider: str, line: str, enhanced: str, n: int) -> None:
         """Count ``n`` replies >= 400 under "<provider> <code> <enhanced>"."""
