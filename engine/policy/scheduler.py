@@ -63,6 +63,14 @@ _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 Classify = Callable[[str, int | None, str], Verdict]
 
 
+def _probe() -> None:
+    """Only its type matters: a plain Python function unless this module is compiled."""
+
+
+# this module compiled by mypyc (``engine.native``): its functions are not Python functions
+_NATIVE: Final = type(_probe).__name__ != "function"
+
+
 # -- inputs ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
@@ -98,7 +106,7 @@ class Signal:
 
 
 # -- outputs --------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Dispatch:
     """Send ``ids`` (all of one lane x tenant x sending domain x provider queue) via ``pool``
     from ``source_ip``, at most ``messages_per_connection`` per connection over at most
@@ -114,6 +122,32 @@ class Dispatch:
     messages_per_connection: int
     max_connections: int
     reasons: tuple[str, ...]
+
+    # written out (``init=False``; one Dispatch per dispatch): compiled (``engine.native``)
+    # the assignments are native slot writes, where the dataclass-generated ``__init__``
+    # runs as Python with one ``object.__setattr__`` call per field; interpreted, frozen
+    # fields can only be set that way, so that branch does the same
+    def __init__(self, *, lane: Lane, tenant: str, sending_domain: str, provider: str,
+                 pool: str, source_ip: str, ids: tuple[int, ...], messages_per_connection: int,
+                 max_connections: int, reasons: tuple[str, ...]) -> None:
+        if _NATIVE:
+            self.lane = lane  # type: ignore[misc]
+            self.tenant = tenant  # type: ignore[misc]
+            self.sending_domain = sending_domain  # type: ignore[misc]
+            self.provider = provider  # type: ignore[misc]
+            self.pool = pool  # type: ignore[misc]
+            self.source_ip = source_ip  # type: ignore[misc]
+            self.ids = ids  # type: ignore[misc]
+            self.messages_per_connection = messages_per_connection  # type: ignore[misc]
+            self.max_connections = max_connections  # type: ignore[misc]
+            self.reasons = reasons  # type: ignore[misc]
+        else:
+            for name, value in (("lane", lane), ("tenant", tenant),
+                                ("sending_domain", sending_domain), ("provider", provider),
+                                ("pool", pool), ("source_ip", source_ip), ("ids", ids),
+                                ("messages_per_connection", messages_per_connection),
+                                ("max_connections", max_connections), ("reasons", reasons)):
+                object.__setattr__(self, name, value)
 
     @property
     def n(self) -> int:
@@ -211,7 +245,7 @@ Decision = Delivered | Retry | Suppress | DeadLetter | Expire | Ambiguous | Brea
 TERMINAL_TYPES: Final = (Delivered, Suppress, DeadLetter, Expire, Ambiguous)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class BatchRecord:
     """What ``record_batch`` decided, compactly: accepted ids (each a ``Delivered`` at
     ``at`` with reason "<code> accepted") and every other decision, in order.
@@ -225,6 +259,18 @@ class BatchRecord:
     delivered_codes: list[int] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     marks: list[int] = field(default_factory=list)
+
+    # written out (``init=False``): compiled, a hand-written ``__init__`` is native code,
+    # where the dataclass-generated one runs as Python (one BatchRecord per dispatch)
+    def __init__(self, at: float, delivered: list[int] | None = None,
+                 delivered_codes: list[int] | None = None,
+                 decisions: list[Decision] | None = None, marks: list[int] | None = None
+                 ) -> None:
+        self.at = at
+        self.delivered = [] if delivered is None else delivered
+        self.delivered_codes = [] if delivered_codes is None else delivered_codes
+        self.decisions = [] if decisions is None else decisions
+        self.marks = [] if marks is None else marks
 
     def ordered(self) -> list[Decision]:
         """Every decision in the order the single verbs return them."""

@@ -118,7 +118,7 @@ class Outcome:
     consequences: tuple[Consequence, ...] = ()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class BatchReplies:
     """A batch's end-of-transaction replies, compactly (``ProviderModel.deliver_batch``).
 
@@ -134,6 +134,17 @@ class BatchReplies:
     enhanced: list[str]
     kinds: list[str]
     consequences: int = 0
+
+    # written out (``init=False``): compiled, a hand-written ``__init__`` is native code,
+    # where the dataclass-generated one would run as Python for every dispatch
+    def __init__(self, codes: Any, text_ids: Any, lines: list[str], enhanced: list[str],
+                 kinds: list[str], consequences: int = 0) -> None:
+        self.codes = codes
+        self.text_ids = text_ids
+        self.lines = lines
+        self.enhanced = enhanced
+        self.kinds = kinds
+        self.consequences = consequences
 
     def line(self, i: int) -> str:
         """The reply line of message ``i``."""

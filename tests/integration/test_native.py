@@ -46,3 +46,30 @@ def test_compiled_and_interpreted_cores_give_identical_runs(tmp_path: Path) -> N
     summary = json.loads((a / "summary.json").read_text())
     assert summary["delivered"] > 0 and summary["transitions"]
     assert (a / "summary.json").read_text() == (b / "summary.json").read_text()
+    # the hand-written constructors keep the dataclasses' contract in both builds
+    for env, native_flag in ((compiled, "True"), (interpreted, "False")):
+        proc = subprocess.run([sys.executable, "-c", _CONTRACT], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [native_flag, "frozen", "equal", "hashable", "record"]
+
+
+_CONTRACT = """
+import dataclasses
+from engine.policy.scheduler import _NATIVE, BatchRecord, Dispatch
+kw = dict(lane="transactional", tenant="t", sending_domain="d.example", provider="gmail",
+          pool="p", source_ip="127.0.0.9", ids=(4, 5), messages_per_connection=2,
+          max_connections=1, reasons=("why",))
+d = Dispatch(**kw)
+print(_NATIVE)
+try:
+    d.pool = "other"
+except dataclasses.FrozenInstanceError:
+    print("frozen")
+assert d.pool == "p" and d.n == 2
+print("equal" if d == Dispatch(**kw) and d != Dispatch(**{**kw, "ids": (4,)}) else "unequal")
+print("hashable" if hash(d) == hash(Dispatch(**kw)) else "unhashable")
+r = BatchRecord(at=3.0)
+r.delivered.append(1)
+print("record" if BatchRecord(at=3.0).delivered == [] and r.delivered == [1] else "shared")
+"""
