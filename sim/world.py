@@ -248,7 +248,7 @@ class World:
         start_incidents(self.env, self.scenario.incidents, self.start, self.models,
                         self.pool_ips, self.incident_state, self._incident_event)
         self.env.process(self._driver())
-        # the run allocates millions of small containers (heap entries, slots) that live
+        # the run allocates millions of small containers (pending entries, slots) that live
         # until they are consumed and never form cycles: the cyclic collector would only
         # walk them over and over (a few per cent of a long run); it is paused for the run
         # and the one collection at the end finds whatever cycles there were

@@ -1162,7 +1162,7 @@ def _batch_consequences(m: ProviderModel, now: float, ctx: _Ctx, recipients: Seq
     """Draw and schedule the accepted messages' consequences (same rules and rates as
     ``_consequences``): three uniforms and one normal per accepted message from ``rng``
     (one call each), scheduled traps first, then bounces, complaints, engagements.
-    Complaints and engagements wait in the heap as compact tuples (``_materialise``)."""
+    Complaints and engagements wait in ``pending`` as compact tuples (``_materialise``)."""
     p = m.params
     a = len(acc_idx)
     u_arr = rng.random((a, 3))
