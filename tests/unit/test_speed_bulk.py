@@ -59,3 +59,30 @@ def test_bulk_run_is_deterministic_per_seed() -> None:
     c = run_scenario("warmup-30d", 5, None, scale=0.01, keep_events=False)
     assert a == b
     assert a["providers"] != c["providers"]
+
+
+def test_memoised_kinds_and_verdicts_are_the_models_and_classifiers(
+        runs: tuple[World, World, pl.DataFrame]) -> None:
+    """The world's per-recipient-number kind codes answer what the provider model says of
+    each address, live or decayed; its verdict memo what the classifier says."""
+    quiet, _, _ = runs
+    ids = list(range(len(quiet.m_rcpt)))
+    by_model: dict[str, list[int]] = {}
+    for mid in ids:
+        by_model.setdefault(quiet.prov_names[quiet.m_provk[mid]], []).append(mid)
+    end = quiet.start + quiet.scenario.duration_s
+    checked = 0
+    for name, mids in by_model.items():
+        model = quiet.models[name]
+        for now in (quiet.start, end + 400 * 86400.0):  # the second: every list has decayed
+            # twice over: the first call fills codes the run had not yet, the second reads
+            for _ in range(2):
+                rcpts, kinds = quiet._recipients(mids, now, model)
+                assert kinds == [model.mailbox(a) for a in rcpts]
+                checked += len(mids)
+    assert checked == 4 * len(ids) > 0
+    decayed = quiet._recipients(by_model["gmail"], end + 400 * 86400.0, quiet.models["gmail"])
+    assert "unknown" in decayed[1]  # decayed mailboxes answer 5.1.1
+    assert quiet._verdicts  # the run classified replies through the memo
+    for (provider, code, text), verdict in quiet._verdicts.items():
+        assert verdict == quiet.classifier.classify(provider, code, text)
