@@ -50,7 +50,6 @@ from engine.policy import (
 from engine.policy.classify import Classifier
 from engine.policy.params import PolicyParams
 from engine.policy.scheduler import BatchRecord, ExpireBatch, tick_batched
-from engine.policy.types import Verdict
 from engine.profiles import load_profiles
 from sim.audience import AudienceTable, build
 from sim.blocklist import Blocklist
@@ -147,11 +146,8 @@ class World:
         self.start = scenario.start
         profiles = self.params.providers
         self.classifier = Classifier(profiles)
-        # a reply's verdict depends only on (provider, code, text) and the profiles: the
-        # models answer with few distinct texts, so each is classified once
-        self._verdicts: dict[tuple[str, int | None, str], Verdict] = {}
         self.scheduler = Scheduler(self.params, random.Random(sched_seed),
-                                   classify=self._classify)
+                                   classify=self.classifier.classify)
         names = list(dict.fromkeys([*scenario.audience.mix, "generic"]))
         self.models: dict[str, ProviderModel] = {}
         self.model_rngs: dict[str, np.random.Generator] = {}
@@ -215,17 +211,6 @@ class World:
         self._fed = False
         self._facts: dict[tuple[str, str | None, str], MessageFacts] = {}
         self._warm_pool: dict[str, bool] = {}  # pool -> on a warmup plan
-
-    def _classify(self, provider: str, code: int | None, text: str) -> Verdict:
-        """``Classifier.classify``, memoised (the classifier is a pure function of its
-        arguments; Verdicts are frozen, so sharing one is safe)."""
-        key = (provider, code, text)
-        v = self._verdicts.get(key)
-        if v is None:
-            if len(self._verdicts) >= 65536:
-                self._verdicts.clear()
-            v = self._verdicts[key] = self.classifier.classify(provider, code, text)
-        return v
 
     # -- setup ---------------------------------------------------------------------------
     def _age_ips(self) -> None:

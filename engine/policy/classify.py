@@ -1037,7 +1037,7 @@ def _verdict(
 class Classifier:
     """Classify replies with the rules of ``profiles`` (name -> profile; needs "generic")."""
 
-    __slots__ = ("_matcher", "_resolved", "_rules")
+    __slots__ = ("_matcher", "_resolved", "_rules", "_verdicts")
 
     def __init__(self, profiles: Mapping[str, ProviderProfile]) -> None:
         self._matcher = ProviderMatcher(profiles)
@@ -1046,6 +1046,8 @@ class Classifier:
         self._rules = {name: _ProviderRules(p.rules) for name, p in profiles.items()}
         if GENERIC not in self._rules:
             self._rules[GENERIC] = _ProviderRules(())
+        # (provider, code, text, enhanced) -> verdict; bounded, see classify
+        self._verdicts: dict[tuple[str | None, int | None, str, str | None], Verdict] = {}
 
     @property
     def matcher(self) -> ProviderMatcher:
@@ -1082,8 +1084,21 @@ class Classifier:
         """What ``text`` (with optional ``code`` / ``enhanced``) means from ``provider``.
 
         ``provider`` may be a profile name, a recipient domain or an MX host; unknown or
-        None means "generic". Never raises for any text.
+        None means "generic". Never raises for any text. Memoised: the verdict is a pure
+        function of the arguments (the profiles never change after construction) and is
+        frozen, and a sender hears the same few reply texts over and over.
         """
+        key = (provider, code, text, enhanced)
+        found = self._verdicts.get(key)
+        if found is None:
+            if len(self._verdicts) >= 65536:
+                self._verdicts.clear()
+            found = self._verdicts[key] = self._classify(provider, code, text, enhanced)
+        return found
+
+    def _classify(self, provider: str | None, code: int | None, text: str,
+                  enhanced: str | None) -> Verdict:
+        """``classify`` without the memo."""
         reasons: list[str] = []
         name = GENERIC
         if provider:

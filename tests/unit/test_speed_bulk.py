@@ -10,6 +10,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from engine.policy.classify import Classifier
 from sim.run import run_scenario
 from sim.scenario import load_scenario
 from sim.world import World
@@ -64,7 +65,7 @@ def test_bulk_run_is_deterministic_per_seed() -> None:
 def test_memoised_kinds_and_verdicts_are_the_models_and_classifiers(
         runs: tuple[World, World, pl.DataFrame]) -> None:
     """The world's per-recipient-number kind codes answer what the provider model says of
-    each address, live or decayed; its verdict memo what the classifier says."""
+    each address, live or decayed; the classifier's verdict memo what it says unmemoised."""
     quiet, _, _ = runs
     ids = list(range(len(quiet.m_rcpt)))
     by_model: dict[str, list[int]] = {}
@@ -83,6 +84,9 @@ def test_memoised_kinds_and_verdicts_are_the_models_and_classifiers(
     assert checked == 4 * len(ids) > 0
     decayed = quiet._recipients(by_model["gmail"], end + 400 * 86400.0, quiet.models["gmail"])
     assert "unknown" in decayed[1]  # decayed mailboxes answer 5.1.1
-    assert quiet._verdicts  # the run classified replies through the memo
-    for (provider, code, text), verdict in quiet._verdicts.items():
-        assert verdict == quiet.classifier.classify(provider, code, text)
+    memo = quiet.classifier._verdicts
+    assert memo  # the run classified replies through the classifier's memo
+    fresh = Classifier(quiet.params.providers)
+    for (provider, code, text, enhanced), verdict in memo.items():
+        assert quiet.classifier.classify(provider, code, text, enhanced) is verdict
+        assert verdict == fresh._classify(provider, code, text, enhanced)
